@@ -1,0 +1,37 @@
+"""The method core: adapter layers, injection, task routing, merging and save/load.
+
+Knows nothing of models or data: it works on any ``nn.Module``.
+"""
+
+from .config import AdapterConfig, LoRAConfig, MTLLoRAConfig, MTLoRAConfig
+from .inject import adapted_module_names, count_parameters, get_config, inject, print_trainable_parameters
+from .io import load_adapters, save_adapters
+from .layers import AdaptedMultiheadAttention, AdapterLayer, LoRALinear, MTLLoRALinear, MTLoRALinear
+from .merge import merge, merge_and_unload, unmerge
+from .routing import MultiTaskModel, TaskRouting, resolve_task_ids, use_tasks
+
+__all__ = [
+    "AdapterConfig",
+    "LoRAConfig",
+    "MTLLoRAConfig",
+    "MTLoRAConfig",
+    "AdapterLayer",
+    "LoRALinear",
+    "MTLLoRALinear",
+    "MTLoRALinear",
+    "AdaptedMultiheadAttention",
+    "inject",
+    "get_config",
+    "adapted_module_names",
+    "count_parameters",
+    "print_trainable_parameters",
+    "use_tasks",
+    "MultiTaskModel",
+    "TaskRouting",
+    "resolve_task_ids",
+    "merge",
+    "unmerge",
+    "merge_and_unload",
+    "save_adapters",
+    "load_adapters",
+]
