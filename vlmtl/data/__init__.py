@@ -1,0 +1,38 @@
+"""Data for the vision-language tasks (vqa, retrieval, caption): readers of the public
+formats, a mixed-task dataset, task-mixing samplers, collation and a procedural
+synthetic dataset. Knows no model: tokenizer and image transform are passed in."""
+
+from __future__ import annotations
+
+from .answers import AnswerVocab, default_normalize
+from .images import ImageLoadError, ImageTransform, load_image
+from .mixed import MultiTaskCollator, MultiTaskDataset
+from .readers import read_jsonl, read_karpathy, read_vqav2
+from .samplers import STRATEGIES, MultiTaskBatchSampler, task_probabilities
+from .samples import TASKS, Sample
+from .scenes import Scene, SceneObject, generate_scenes, render_scene
+from .synthetic import SPLITS, write_synthetic_dataset
+
+__all__ = [
+    "TASKS",
+    "Sample",
+    "read_vqav2",
+    "read_karpathy",
+    "read_jsonl",
+    "ImageLoadError",
+    "load_image",
+    "ImageTransform",
+    "AnswerVocab",
+    "default_normalize",
+    "MultiTaskDataset",
+    "MultiTaskCollator",
+    "MultiTaskBatchSampler",
+    "STRATEGIES",
+    "task_probabilities",
+    "Scene",
+    "SceneObject",
+    "generate_scenes",
+    "render_scene",
+    "SPLITS",
+    "write_synthetic_dataset",
+]

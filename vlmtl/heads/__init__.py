@@ -1,0 +1,9 @@
+"""Task heads over a CLIP model's towers: retrieval (InfoNCE), VQA (answer classifier)
+and captioning (transformer decoder over patch tokens). Plain modules over tensors:
+they know nothing of models or data."""
+
+from .captioning import CaptionDecoder
+from .retrieval import RetrievalHead, same_image_mask
+from .vqa import VQAHead
+
+__all__ = ["RetrievalHead", "VQAHead", "CaptionDecoder", "same_image_mask"]

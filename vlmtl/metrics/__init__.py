@@ -1,0 +1,26 @@
+"""Evaluation metrics: pure functions / accumulators of predictions and labels.
+
+Independent of the rest of vlmtl (no model or data code), so they can be tested and reused alone.
+"""
+
+from .captioning import bleu4, cider, tokenize_caption
+from .dense import LOWER_IS_BETTER, PAPER_SINGLE_TASK, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
+from .retrieval import recall_at_k
+from .vqa import answer_soft_score, normalize_answer, vqa_accuracy, vqa_score
+
+__all__ = [
+    "normalize_answer",
+    "vqa_accuracy",
+    "vqa_score",
+    "answer_soft_score",
+    "recall_at_k",
+    "tokenize_caption",
+    "bleu4",
+    "cider",
+    "ConfusionMatrix",
+    "SaliencyMeter",
+    "NormalsMeter",
+    "delta_m",
+    "PAPER_SINGLE_TASK",
+    "LOWER_IS_BETTER",
+]
