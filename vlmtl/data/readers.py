@@ -14,6 +14,7 @@ from typing import Any
 from .samples import Sample, check_task
 
 VQA_IMAGE_PATTERN = "COCO_{split}_{image_id:012d}.jpg"
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 
 def load_json(path: str | Path) -> Any:
@@ -100,7 +101,11 @@ def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str, task
     """
     check_task(task, where=str(json_path))
     if task not in ("retrieval", "caption"):
-        raise ValueError(f"{json_path}: Karpathy files hold captions; task must be 'retrieval' or 'caption', not {task!r}")
+        raise ValueError(
+            f"{json_path}: Karpathy files hold captions; task must be 'retrieval' or 'caption', not {task!r}"
+        )
+    if split not in KARPATHY_SPLITS:
+        raise ValueError(f"{json_path}: unknown Karpathy split {split!r}; known splits are {list(KARPATHY_SPLITS)}")
     wanted = {"train", "restval"} if split == "train" else {split}
     doc = require_keys(load_json(json_path), ("images",), json_path, "top level")
     image_dir = Path(image_dir)

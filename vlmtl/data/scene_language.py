@@ -90,7 +90,8 @@ def _caption(template: int, scene: Scene, objs: list[SceneObject]) -> str:
         return join_list([f"{noun_phrase(o)} {location_phrase(o.row, o.col)}" for o in objs])
     if template == 1:
         noun = "object" if n == 1 else "objects"
-        return f"{NUMBER_WORDS[n]} {noun} on a {scene.background} background: " + join_list([noun_phrase(o) for o in objs])
+        head = f"{NUMBER_WORDS[n]} {noun} on a {scene.background} background: "
+        return head + join_list([noun_phrase(o) for o in objs])
     if template == 2:
         return "there is " + join_list([f"{noun_phrase(o)} {location_phrase(o.row, o.col)}" for o in objs])
     if template == 3:
