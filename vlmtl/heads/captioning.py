@@ -200,14 +200,16 @@ class CaptionDecoder(nn.Module):
         length_penalty: float = 1.0,
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-sample beam search (fairseq-style); returns the best hypothesis per sample.
+        """Per-sample beam search with a shrinking beam; returns the best hypothesis per sample.
 
-        Each step ranks the top 2K continuations of the K live beams. An eos among
-        the top K closes a hypothesis, scored by its summed log-probability divided
-        by ``generated_len ** length_penalty`` (eos counted, bos not; 0 compares raw
-        sums, > 0 favours longer captions); the best K non-eos continuations live on.
-        A sample stops once it has K closed hypotheses; at ``max_len`` its live beams
-        are closed as they are. With ``num_beams=1`` this is exactly greedy search.
+        Each step keeps, per sample, the top ``width`` continuations (by summed
+        log-probability) of its live beams, ``width`` starting at K. A continuation
+        ending in eos closes a hypothesis and narrows that sample's beam by one, so
+        the best beam is never dropped because weaker ones finished first; a sample
+        is done when no beam is live, and at ``max_len`` its live beams are closed as
+        they are. Closed hypotheses are ranked by summed log-probability divided by
+        ``generated_len ** length_penalty`` (eos counted, bos not): 0 compares raw
+        sums, > 0 favours longer captions. With ``num_beams=1`` this is exactly greedy.
         """
         max_len = self._check_max_len(max_len)
         k = int(num_beams)
@@ -222,14 +224,14 @@ class CaptionDecoder(nn.Module):
         scores = torch.full((batch, k), float("-inf"), device=device)
         scores[:, 0] = 0.0  # all beams start identical: expand only the first
         closed: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch)]
-        done = [False] * batch
+        width = [k] * batch  # beam width per sample: K minus the hypotheses it has closed
+        alive = [True] * batch
 
         def close(b: int, seq: torch.Tensor, raw: float, gen_len: int) -> None:
             closed[b].append((raw / gen_len**length_penalty, seq))
 
-        n_cand = min(2 * k, k * vocab)
+        n_cand = min(k, k * vocab)
         for step in range(max_len - 1):
-            gen_len = step + 1
             logp = self._next_logprobs(seqs, memory, padding).view(batch, k, vocab)
             cand = (scores[:, :, None] + logp).view(batch, k * vocab)
             top_scores, top_idx = cand.topk(n_cand, dim=1)
@@ -238,35 +240,32 @@ class CaptionDecoder(nn.Module):
             next_scores = torch.full((batch, k), float("-inf"), device=device)
             for b in range(batch):
                 live: list[tuple[int, int, float]] = []  # (source beam, token, score)
-                if not done[b]:
-                    for rank, (s, idx) in enumerate(zip(top_scores_l[b], top_idx_l[b])):
-                        if s == float("-inf") or len(live) == k:
-                            break
-                        beam, tok = divmod(idx, vocab)
-                        if tok == self.eos_id:
-                            if rank < k:
-                                eos = seqs.new_tensor([self.eos_id])
-                                close(b, torch.cat([seqs[b * k + beam], eos]), s, gen_len)
-                            continue
+                n_closed = 0
+                for s, idx in zip(top_scores_l[b][: width[b]], top_idx_l[b][: width[b]]):
+                    if s == float("-inf"):
+                        break
+                    beam, tok = divmod(idx, vocab)
+                    if tok == self.eos_id:
+                        eos = seqs.new_tensor([self.eos_id])
+                        close(b, torch.cat([seqs[b * k + beam], eos]), s, step + 1)
+                        n_closed += 1
+                    else:
                         live.append((beam, tok, s))
-                    done[b] = len(closed[b]) >= k
-                if done[b]:
-                    live = []
+                width[b] -= n_closed
+                alive[b] = bool(live)
                 live += [(0, self.pad_id, float("-inf"))] * (k - len(live))  # dead filler beams
                 for j, (beam, tok, s) in enumerate(live):
                     src_rows.append(b * k + beam)
                     next_tokens.append(tok)
                     next_scores[b, j] = s
-            if all(done):
-                break
             seqs = torch.cat([seqs[src_rows], seqs.new_tensor(next_tokens)[:, None]], dim=1)
             scores = next_scores
-        else:  # ran to max_len: close the live beams without eos
-            for b in range(batch):
-                if not done[b]:
-                    for j, s in enumerate(scores[b].tolist()):
-                        if s > float("-inf"):
-                            close(b, seqs[b * k + j], s, max(seqs.shape[1] - 1, 1))
+            if not any(alive):
+                break
+        for b in range(batch):  # beams still live at max_len close without eos
+            for j, s in enumerate(scores[b].tolist()):
+                if s > float("-inf"):
+                    close(b, seqs[b * k + j], s, max(seqs.shape[1] - 1, 1))
 
         best = []
         for b in range(batch):
@@ -274,8 +273,8 @@ class CaptionDecoder(nn.Module):
                 best.append(max(closed[b], key=lambda h: h[0])[1])
             else:  # max_len == 1, or every continuation banned
                 best.append(seqs.new_tensor([self.bos_id]))
-        width = max(len(s) for s in best)
-        out = torch.full((batch, width), self.pad_id, dtype=torch.long, device=device)
+        longest = max(len(s) for s in best)
+        out = torch.full((batch, longest), self.pad_id, dtype=torch.long, device=device)
         for b, s in enumerate(best):
             out[b, : len(s)] = s
         return out

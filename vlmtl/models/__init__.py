@@ -1,0 +1,25 @@
+"""Backbones with multi-task adapters: CLIP towers (open_clip, Hugging Face)."""
+
+from .clip import (
+    DEFAULT_CLIP,
+    DEFAULT_CLIP_DIR,
+    MultiTaskCLIP,
+    adapter_config,
+    create_multitask_clip,
+    load_hf_clip,
+    load_open_clip,
+    tower_target_regex,
+)
+from .tokenizer import WordTokenizer
+
+__all__ = [
+    "DEFAULT_CLIP",
+    "DEFAULT_CLIP_DIR",
+    "MultiTaskCLIP",
+    "adapter_config",
+    "create_multitask_clip",
+    "load_hf_clip",
+    "load_open_clip",
+    "tower_target_regex",
+    "WordTokenizer",
+]

@@ -1,0 +1,254 @@
+"""CLIP backbones (open_clip and Hugging Face ``CLIPModel``) with multi-task adapters in both towers.
+
+``create_multitask_clip(...)`` is the one call: it loads the backbone exactly as its library
+does (open_clip: a model name plus ``pretrained`` tag or local checkpoint path, or
+``local-dir:``; transformers: ``from_pretrained(local_dir)``), injects the chosen adapters
+into the image and text towers, and returns a :class:`MultiTaskCLIP` whose
+``encode_image(images, task=...)`` / ``encode_text(tokens, task=...)`` route task ids.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, inject, use_tasks
+from vlmtl.adapters.config import AdapterConfig
+from vlmtl.adapters.routing import TaskIds, resolve_task_ids, routed_layers
+
+from .tokenizer import WordTokenizer
+
+ASSETS_DIR = Path(os.environ.get("VLMTL_ASSETS", Path(__file__).resolve().parents[2] / "assets"))
+DEFAULT_CLIP_DIR = ASSETS_DIR / "vlmtl-tiny-clip"
+DEFAULT_CLIP = f"local-dir:{DEFAULT_CLIP_DIR}"
+WORD_TOKENIZER_FILE = "vlmtl_tokenizer.json"
+
+TOWER_PREFIX = {
+    "open_clip": {"image": r"visual\.transformer\.resblocks\.\d+", "text": r"transformer\.resblocks\.\d+"},
+    "hf": {"image": r"vision_model\.encoder\.layers\.\d+", "text": r"text_model\.encoder\.layers\.\d+"},
+}
+DEFAULT_TARGETS = {
+    "open_clip": ["attn", "mlp.c_fc", "mlp.c_proj"],
+    "hf": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"],
+}
+METHODS = ("mtl_lora", "lora", "none")
+
+
+def tower_target_regex(
+    kind: str, image_targets: Sequence[str] | str | None = None, text_targets: Sequence[str] | str | None = None
+) -> str:
+    """One regex over full module names: per tower, a list of block-relative suffixes
+    (``["attn", "mlp.c_fc"]``) or a full-name regex; ``[]`` leaves a tower unadapted."""
+    parts = []
+    for tower, targets in (("image", image_targets), ("text", text_targets)):
+        if targets is None:
+            targets = DEFAULT_TARGETS[kind]
+        if isinstance(targets, str):
+            parts.append(f"(?:{targets})")
+        elif targets:
+            names = "|".join(re.escape(t) for t in targets)
+            parts.append(rf"{TOWER_PREFIX[kind][tower]}\.(?:{names})")
+    if not parts:
+        raise ValueError("no tower has target modules: give image_targets or text_targets")
+    return "|".join(parts)
+
+
+def adapter_config(method: str, tasks: Sequence[str], target_modules: str, **hparams) -> AdapterConfig | None:
+    """The core's config for ``method`` (None for 'none': frozen backbone, heads only)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method == "none":
+        return None
+    common = {k: hparams[k] for k in ("r", "alpha", "dropout") if k in hparams}
+    if method == "lora":
+        return LoRAConfig(tasks=list(tasks), target_modules=target_modules, **common)
+    extra = {k: hparams[k] for k in ("n_up", "temperature", "lambda_type") if k in hparams}
+    return MTLLoRAConfig(tasks=list(tasks), target_modules=target_modules, **common, **extra)
+
+
+class HFTokenizer:
+    """A transformers tokenizer called like open_clip's: texts -> LongTensor[B, context_length]."""
+
+    def __init__(self, tokenizer, context_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.sot_id, self.eot_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.vocab_size = len(tokenizer)
+
+    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
+                               return_tensors="pt")
+        return batch["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+class HFImageTransform:
+    """A transformers image processor called like a torchvision transform: PIL -> (3, H, W)."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def load_open_clip(model_name: str = DEFAULT_CLIP, pretrained: str | None = None):
+    """(model, preprocess, tokenizer) through open_clip's own factory. ``pretrained`` is a
+    tag or a local checkpoint path, as open_clip takes it; ``local-dir:`` folders work too."""
+    import open_clip
+
+    if model_name.startswith("local-dir:") and not Path(model_name[len("local-dir:"):]).is_dir():
+        raise FileNotFoundError(f"open_clip model folder not found: {model_name[len('local-dir:'):]}")
+    if pretrained and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+        raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+    except RuntimeError as err:
+        if pretrained and not Path(pretrained).exists():
+            raise RuntimeError(
+                f"could not load pretrained {pretrained!r} for {model_name} (downloads are unavailable offline): "
+                "pass a local checkpoint file as pretrained="
+            ) from err
+        raise
+    tokenizer = _local_word_tokenizer(model_name) or open_clip.get_tokenizer(model_name)
+    return model, preprocess, tokenizer
+
+
+def load_hf_clip(path: str | Path):
+    """(model, preprocess, tokenizer) from a local ``save_pretrained`` folder."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face CLIP model in {path} (config.json missing)")
+    model = CLIPModel.from_pretrained(path, local_files_only=True)
+    context = model.config.text_config.max_position_embeddings
+    tokenizer = _local_word_tokenizer(f"local-dir:{path}") or HFTokenizer(
+        AutoTokenizer.from_pretrained(path, local_files_only=True), context
+    )
+    preprocess = HFImageTransform(CLIPImageProcessor.from_pretrained(path, local_files_only=True))
+    return model, preprocess, tokenizer
+
+
+def _local_word_tokenizer(model_name: str) -> WordTokenizer | None:
+    if model_name.startswith("local-dir:"):
+        file = Path(model_name[len("local-dir:"):]) / WORD_TOKENIZER_FILE
+        if file.is_file():
+            return WordTokenizer.load(file)
+    return None
+
+
+class MultiTaskCLIP(nn.Module):
+    """A CLIP model (open_clip or Hugging Face) whose encoders take a ``task``.
+
+    ``task`` is a task name/index for the whole batch or one per sample (a batch may mix
+    tasks); it reaches every adapter in the tower through ``use_tasks``."""
+
+    def __init__(self, backbone: nn.Module, kind: str, tasks: Sequence[str],
+                 tokenizer: Callable | None = None, preprocess: Callable | None = None) -> None:
+        super().__init__()
+        if kind not in TOWER_PREFIX:
+            raise ValueError(f"unknown backbone kind {kind!r}; expected 'open_clip' or 'hf'")
+        self.backbone = backbone
+        self.kind = kind
+        self.tasks = list(tasks)
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+
+    @property
+    def routed(self) -> bool:
+        return next(routed_layers(self.backbone), None) is not None
+
+    @property
+    def embed_dim(self) -> int:
+        if self.kind == "open_clip":
+            return int(self.backbone.text_projection.shape[-1]) if isinstance(
+                self.backbone.text_projection, torch.Tensor) else int(self.backbone.text_projection.out_features)
+        return int(self.backbone.config.projection_dim)
+
+    @property
+    def image_token_dim(self) -> int:
+        if self.kind == "open_clip":
+            return int(self.backbone.visual.transformer.width)
+        return int(self.backbone.config.vision_config.hidden_size)
+
+    def _route(self, task: TaskIds | None):
+        if task is None:
+            return nullcontext()
+        if not self.routed:  # no task-specific parts: still reject unknown tasks
+            resolve_task_ids(task, self.tasks, len(self.tasks))
+            return nullcontext()
+        return use_tasks(self.backbone, task)
+
+    def tokenize(self, texts: str | list[str]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise RuntimeError("this MultiTaskCLIP has no tokenizer")
+        return self.tokenizer(texts)
+
+    def encode_image(self, images: torch.Tensor, task: TaskIds | None = None, normalize: bool = False,
+                     return_tokens: bool = False):
+        """Image embeddings (B, embed_dim); with ``return_tokens`` also the last layer's
+        patch tokens (B, N, image_token_dim) for decoders that attend over the image."""
+        with self._route(task):
+            if self.kind == "open_clip":
+                visual = self.backbone.visual
+                previous = visual.output_tokens
+                visual.output_tokens = True
+                try:
+                    pooled, tokens = visual(images)
+                finally:
+                    visual.output_tokens = previous
+            else:
+                out = self.backbone.vision_model(pixel_values=images)
+                pooled, tokens = self.backbone.visual_projection(out.pooler_output), out.last_hidden_state
+        pooled = F.normalize(pooled, dim=-1) if normalize else pooled
+        return (pooled, tokens) if return_tokens else pooled
+
+    def encode_text(self, tokens: torch.Tensor, task: TaskIds | None = None, normalize: bool = False) -> torch.Tensor:
+        with self._route(task):
+            if self.kind == "open_clip":
+                features = self.backbone.encode_text(tokens)
+            else:
+                out = self.backbone.text_model(input_ids=tokens)
+                features = self.backbone.text_projection(out.pooler_output)
+        return F.normalize(features, dim=-1) if normalize else features
+
+
+def create_multitask_clip(
+    backbone: str = "open_clip",
+    model_name: str = DEFAULT_CLIP,
+    pretrained: str | None = None,
+    method: str = "mtl_lora",
+    tasks: Sequence[str] = ("vqa", "retrieval", "caption"),
+    image_targets: Sequence[str] | str | None = None,
+    text_targets: Sequence[str] | str | None = None,
+    **hparams,
+) -> MultiTaskCLIP:
+    """Load a CLIP backbone and adapt both towers for ``tasks``.
+
+    backbone: 'open_clip' (``model_name`` + ``pretrained``, as open_clip takes them) or
+    'hf' (``model_name`` a local ``save_pretrained`` folder). method: 'mtl_lora', 'lora' or
+    'none'. hparams: r, alpha, dropout, n_up, temperature, lambda_type."""
+    if backbone == "open_clip":
+        model, preprocess, tokenizer = load_open_clip(model_name, pretrained)
+    elif backbone == "hf":
+        model, preprocess, tokenizer = load_hf_clip(model_name.removeprefix("local-dir:"))
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}; expected 'open_clip' or 'hf'")
+    config = adapter_config(method, tasks, tower_target_regex(backbone, image_targets, text_targets), **hparams)
+    if config is None:
+        model.requires_grad_(False)
+    else:
+        inject(model, config)
+    return MultiTaskCLIP(model, backbone, tasks, tokenizer=tokenizer, preprocess=preprocess)
