@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(DEFAULT_CLIP_DIR))
     parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
     parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=128)

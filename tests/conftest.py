@@ -53,3 +53,50 @@ def clip_inputs():
     images = torch.randn(4, 3, 32, 32, generator=generator)
     tokens = torch.randint(1, 100, (4, 16), generator=generator)
     return images, tokens
+
+
+TINY_OPEN_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 40, "vocab_size": 0, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def write_tiny_open_clip_dir(folder, words, seed: int = 0):
+    """A tiny open_clip model in open_clip's local-dir layout, with a word tokenizer over ``words``."""
+    import json
+    from pathlib import Path
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from vlmtl.models import WordTokenizer
+    from vlmtl.models.clip import WORD_TOKENIZER_FILE
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = WordTokenizer(words, context_length=40)
+    cfg = json.loads(json.dumps(TINY_OPEN_CLIP_CFG))
+    cfg["text_cfg"]["vocab_size"] = tokenizer.vocab_size
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**cfg)
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    tokenizer.save(folder / WORD_TOKENIZER_FILE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_vl(tmp_path_factory):
+    """A small synthetic VL data set and a tiny open_clip model whose vocabulary covers it."""
+    from vlmtl.data import read_jsonl, write_synthetic_dataset
+    from vlmtl.models.tokenizer import split_words
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root / "data", n_train=24, n_val=8, seed=0)
+    texts = [s.text for split in ("train", "val") for s in read_jsonl(root / "data" / f"{split}.jsonl", root / "data")]
+    words = sorted({w for t in texts for w in split_words(t)})
+    model_dir = write_tiny_open_clip_dir(root / "clip", words)
+    return root / "data", model_dir

@@ -1,0 +1,105 @@
+"""Compare adaptation methods on the same backbone and data, and write one table.
+
+    python scripts/compare_vl.py --tasks vqa,retrieval,caption --max-steps 300 --output runs/compare_vl
+
+Rows: the frozen backbone with trained heads only; single-task LoRA (one LoRA + head per
+task, trained alone; its parameters are summed over the tasks); one LoRA shared by all tasks;
+MTL-LoRA. Every run uses the same config (scripts/train_vl.py's defaults plus the flags here),
+the same steps, batch size and seed. Writes results.md, results.csv and results.png, and each
+run's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vl_default.yaml"
+COLUMNS = {
+    "vqa": [("accuracy", "VQA acc")],
+    "retrieval": [("i2t_R@1", "I→T R@1"), ("t2i_R@1", "T→I R@1"), ("rsum", "R-sum")],
+    "caption": [("BLEU-4", "BLEU-4"), ("CIDEr", "CIDEr")],
+}
+
+
+def run(base: dict, name: str, out: Path, **changes) -> dict:
+    cfg = VLTrainConfig.from_sources(None, **{**base, **changes, "output": str(out / name)})
+    logging.info("=== %s: method %s, tasks %s", name, cfg.method, cfg.tasks)
+    return train_vl(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--tasks", default="vqa,retrieval,caption")
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="runs/compare_vl")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    base = VLTrainConfig.from_sources(args.config, tasks=tasks, max_steps=args.max_steps, seed=args.seed).to_dict()
+    out = Path(args.output)
+    rows: list[tuple[str, int, dict]] = []
+
+    frozen = run(base, "frozen_heads", out, method="none")
+    rows.append(("frozen backbone + heads", frozen["trainable_parameters"], frozen["metrics"]))
+    single_metrics, single_params = {}, 0
+    for task in tasks:
+        result = run(base, f"lora_{task}", out, method="lora", tasks=[task])
+        single_metrics.update(result["metrics"])
+        single_params += result["trainable_parameters"]
+    rows.append((f"single-task LoRA ({len(tasks)} models)", single_params, single_metrics))
+    shared = run(base, "lora_shared", out, method="lora")
+    rows.append(("one shared LoRA", shared["trainable_parameters"], shared["metrics"]))
+    mtl = run(base, "mtl_lora", out, method="mtl_lora")
+    rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
+
+    header = ["method", "trainable params"] + [label for t in tasks for _, label in COLUMNS[t]]
+    table = [[name, f"{params:,}"] + [f"{metrics[t][key]:.1f}" for t in tasks for key, _ in COLUMNS[t]]
+             for name, params, metrics in rows]
+    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    markdown += ["| " + " | ".join(r) + " |" for r in table]
+    command = f"python scripts/compare_vl.py --tasks {args.tasks} --max-steps {args.max_steps} --seed {args.seed}"
+    text = "\n".join(markdown) + f"\n\n{args.max_steps} steps each, seed {args.seed}; made by `{command}`\n"
+    (out / "results.md").write_text(text)
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([[name, params] + [metrics[t][key] for t in tasks for key, _ in COLUMNS[t]]
+                          for name, params, metrics in rows])
+    plot(rows, tasks, out / "results.png")
+    print(text)
+
+
+def plot(rows, tasks, path: Path) -> None:
+    """One panel per task's headline metric, one bar per method."""
+    headline = {"vqa": "accuracy", "retrieval": "rsum", "caption": "CIDEr"}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        names = [name for name, _, _ in rows]
+        values = [metrics[task][headline[task]] for _, _, metrics in rows]
+        ax.barh(range(len(rows)), values, color=[f"C{i}" for i in range(len(rows))])
+        ax.set_yticks(range(len(rows)), names if ax is axes[0][0] else [""] * len(rows))
+        ax.set_title(f"{task}: {headline[task]}")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

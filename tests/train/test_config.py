@@ -1,0 +1,45 @@
+"""The training config: YAML defaults, overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmtl.train import VLTrainConfig
+
+DEFAULT_YAML = Path(__file__).resolve().parents[2] / "configs" / "vl_default.yaml"
+
+
+def test_default_yaml_holds_every_option_with_the_dataclass_defaults():
+    loaded = yaml.safe_load(DEFAULT_YAML.read_text())
+    assert loaded == VLTrainConfig().to_dict()
+
+
+def test_flags_override_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks: [vqa, caption]\nr: 4\nmethod: lora\n")
+    cfg = VLTrainConfig.from_sources(path, r=16, method=None)
+    assert cfg.tasks == ["vqa", "caption"] and cfg.r == 16 and cfg.method == "lora"
+    cfg.save(tmp_path / "resolved.yaml")
+    assert VLTrainConfig.from_sources(tmp_path / "resolved.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"tasks": "vqa,segmentation"}, r"unknown task\(s\) \['segmentation'\]"),
+    ({"tasks": ""}, "tasks is empty"),
+    ({"tasks": "vqa,vqa"}, "named twice"),
+    ({"method": "adapter"}, "unknown method 'adapter'"),
+    ({"sampling": "random"}, "unknown sampling 'random'"),
+    ({"max_steps": 0}, "must be positive"),
+    ({"rank": 3}, r"unknown option\(s\) \['rank'\]"),
+])
+def test_bad_options_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        VLTrainConfig.from_sources(None, **overrides)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        VLTrainConfig.from_sources(tmp_path / "nope.yaml")

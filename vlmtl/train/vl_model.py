@@ -1,0 +1,92 @@
+"""A task-routed CLIP plus one head per task, and the per-task losses of a mixed batch.
+
+One image-tower pass serves every sample of the batch with its own task's adapters; the
+text tower runs only for the samples that have an input text (vqa questions, retrieval
+captions); each head sees only its task's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vlmtl.heads import CaptionDecoder, RetrievalHead, VQAHead
+from vlmtl.models import MultiTaskCLIP
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """pad/bos/eos ids and vocabulary size of a vlmtl, open_clip or Hugging Face tokenizer."""
+    if hasattr(tokenizer, "sot_id"):  # WordTokenizer, HFTokenizer
+        return {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.sot_id, "eos_id": tokenizer.eot_id,
+                "vocab_size": tokenizer.vocab_size}
+    if hasattr(tokenizer, "sot_token_id"):  # open_clip SimpleTokenizer
+        return {"pad_id": 0, "bos_id": tokenizer.sot_token_id, "eos_id": tokenizer.eot_token_id,
+                "vocab_size": tokenizer.vocab_size}
+    raise TypeError(f"cannot find special token ids of tokenizer {type(tokenizer).__name__}")
+
+
+def decode_tokens(tokenizer, ids: Sequence[int]) -> str:
+    """Text of generated ids, without special tokens."""
+    special = special_token_ids(tokenizer)
+    kept = []
+    for i in (int(v) for v in ids):
+        if i == special["eos_id"]:
+            break
+        if i not in (special["pad_id"], special["bos_id"]):
+            kept.append(i)
+    text = tokenizer.decode(kept)
+    return text.replace("<start_of_text>", "").replace("<end_of_text>", "").strip()
+
+
+class VLMultiTaskModel(nn.Module):
+    def __init__(self, clip: MultiTaskCLIP, tasks: Sequence[str], num_answers: int = 0,
+                 caption_layers: int = 2, caption_heads: int = 4, max_caption_len: int = 32) -> None:
+        super().__init__()
+        self.clip = clip
+        self.tasks = list(tasks)
+        self.heads = nn.ModuleDict()
+        if "retrieval" in self.tasks:
+            self.heads["retrieval"] = RetrievalHead()
+        if "vqa" in self.tasks:
+            if num_answers <= 0:
+                raise ValueError("the vqa head needs an answer vocabulary (num_answers > 0)")
+            self.heads["vqa"] = VQAHead(clip.embed_dim, num_answers)
+        if "caption" in self.tasks:
+            ids = special_token_ids(clip.tokenizer)
+            self.heads["caption"] = CaptionDecoder(
+                ids["vocab_size"], embed_dim=clip.image_token_dim, context_dim=clip.image_token_dim,
+                num_layers=caption_layers, num_heads=caption_heads, max_len=max_caption_len,
+                pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"],
+            )
+
+    def task_ids(self, names: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.tasks.index(n) for n in names], dtype=torch.long)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-task losses of one (possibly mixed) batch; tasks absent from it are left out."""
+        ids = batch["task_ids"]
+        need_tokens = "caption" in self.heads and len(batch["caption_index"]) > 0
+        image_emb, patch_tokens = self.clip.encode_image(batch["images"], task=ids, return_tokens=True)
+        text_rows = torch.cat([batch[f"{t}_index"] for t in ("vqa", "retrieval") if t in self.heads])
+        text_emb = None
+        if len(text_rows):
+            text_emb = self.clip.encode_text(batch["text_tokens"][text_rows], task=ids[text_rows])
+        position = {int(r): i for i, r in enumerate(text_rows.tolist())}
+
+        losses: dict[str, torch.Tensor] = {}
+        rows = batch.get("retrieval_index")
+        if "retrieval" in self.heads and len(rows) > 1:  # a contrastive loss needs negatives
+            text_pos = torch.tensor([position[int(r)] for r in rows], device=image_emb.device)
+            image_ids = [batch["image_ids"][int(r)] for r in rows]
+            losses["retrieval"] = self.heads["retrieval"](image_emb[rows], text_emb[text_pos], image_ids)
+        rows = batch.get("vqa_index")
+        if "vqa" in self.heads and len(rows):
+            text_pos = torch.tensor([position[int(r)] for r in rows], device=image_emb.device)
+            logits = self.heads["vqa"](image_emb[rows], text_emb[text_pos])
+            losses["vqa"] = self.heads["vqa"].loss(logits, batch["vqa_targets"])
+        if need_tokens:
+            rows = batch["caption_index"]
+            losses["caption"] = self.heads["caption"].loss(batch["text_tokens"][rows], patch_tokens[rows])
+        return losses
