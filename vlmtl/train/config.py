@@ -67,6 +67,11 @@ class VLTrainConfig:
     eval_max_samples: int | None = None
     log_every: int = 10
     output: str = "runs/vl"
+    # reliability
+    save_every: int = 100  # steps between checkpoints (0: none)
+    keep_last: int = 2  # newest checkpoints kept (plus the best, by mean training loss)
+    resume: str = "auto"  # "auto": continue from <output>/checkpoints if any; "never"; or a checkpoint path
+    max_nonfinite: int = 5  # stop after this many non-finite losses in a row (each is skipped)
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str):

@@ -69,7 +69,8 @@ class VLMultiTaskModel(nn.Module):
         ids = batch["task_ids"]
         need_tokens = "caption" in self.heads and len(batch["caption_index"]) > 0
         image_emb, patch_tokens = self.clip.encode_image(batch["images"], task=ids, return_tokens=True)
-        text_rows = torch.cat([batch[f"{t}_index"] for t in ("vqa", "retrieval") if t in self.heads])
+        text_parts = [batch[f"{t}_index"] for t in ("vqa", "retrieval") if t in self.heads]
+        text_rows = torch.cat(text_parts) if text_parts else ids.new_zeros(0)
         text_emb = None
         if len(text_rows):
             text_emb = self.clip.encode_text(batch["text_tokens"][text_rows], task=ids[text_rows])

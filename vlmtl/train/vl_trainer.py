@@ -1,5 +1,6 @@
 """Multi-task vision-language training on ``accelerate``: mixed-task batches, one optimizer,
-per-task loss weights, evaluation, and the run folder (adapters, heads, metrics, config, plot)."""
+per-task loss weights, checkpoints with exact resumption, evaluation, and the run folder
+(adapters, heads, metrics, resolved config, training curves)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from vlmtl.data import AnswerVocab, MultiTaskBatchSampler, MultiTaskCollator, Mu
 from vlmtl.metrics import normalize_answer
 from vlmtl.models import DEFAULT_CLIP, create_multitask_clip
 
+from . import checkpoint as ckpt
 from .config import VLTrainConfig
 from .plots import plot_training_curves
 from .vl_data import load_samples
@@ -44,7 +47,7 @@ def build_model(cfg: VLTrainConfig, answers: AnswerVocab | None) -> VLMultiTaskM
                             max_caption_len=context)
 
 
-def _cosine_with_warmup(total: int, warmup_ratio: float):
+def cosine_with_warmup(total: int, warmup_ratio: float):
     warmup = max(1, int(total * warmup_ratio))
 
     def factor(step: int) -> float:
@@ -55,75 +58,69 @@ def _cosine_with_warmup(total: int, warmup_ratio: float):
     return factor
 
 
+@dataclass
+class Progress:
+    """What a checkpoint must restore besides tensors: where the run is and what it saw."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    bad_images: int = 0
+    nonfinite_skipped: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
 def train_vl(cfg: VLTrainConfig) -> dict:
-    """Train, evaluate and write the run folder; returns the metrics document."""
+    """Train (resuming from a checkpoint when there is one), evaluate, write the run folder."""
     start = time.time()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    checkpoint_dir = out / "checkpoints"
 
     train_samples, val_samples = load_samples(cfg)
     answers = None
     if "vqa" in cfg.tasks:
         answers = AnswerVocab.build([s for s in train_samples if s.task == "vqa"], top_k=cfg.answer_top_k,
                                     normalize=normalize_answer)
-        answers.save(out / "answer_vocab.json")
     model = build_model(cfg, answers)
     clip = model.clip
 
     dataset = MultiTaskDataset(train_samples, clip.preprocess, tasks=cfg.tasks, on_bad_image=cfg.on_bad_image)
     sampler = MultiTaskBatchSampler(dataset.task_of_each_index, cfg.batch_size, strategy=cfg.sampling,
                                     seed=cfg.seed, temperature=cfg.sampling_temperature)
+    # Its own generator: creating a loader iterator must not consume the global RNG (dropout's),
+    # or a resumed run would draw different dropout masks than an uninterrupted one.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=MultiTaskCollator(clip.tokenizer, answers),
-                        persistent_workers=cfg.workers > 0)
+                        generator=torch.Generator().manual_seed(cfg.seed))
     adapter_params = [p for p in clip.parameters() if p.requires_grad]
     head_params = [p for p in model.heads.parameters() if p.requires_grad]
     groups = [{"params": head_params, "lr": cfg.head_lr}]
     if adapter_params:
         groups.insert(0, {"params": adapter_params, "lr": cfg.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(cfg.max_steps, cfg.warmup_ratio))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg.max_steps, cfg.warmup_ratio))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    progress = Progress()
+    resumed_from = _maybe_resume(cfg, checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler,
+                                 accelerator, sampler, progress)
+    cfg.save(out / "config.yaml")
+    if answers is not None:
+        answers.save(out / "answer_vocab.json")
 
     trainable_backbone = sum(p.numel() for p in adapter_params)
     trainable, total = count_parameters(model)
-    logger.info("%s on %s: tasks %s, %s train samples %s, %s trainable parameters (%s in the backbone) of %s",
+    logger.info("%s on %s: tasks %s, %d train samples %s; %s trainable parameters (%s in the backbone) of %s",
                 cfg.method, cfg.backbone, cfg.tasks, len(dataset), dataset.task_counts(), f"{trainable:,}",
                 f"{trainable_backbone:,}", f"{total:,}")
-
-    history: list[dict] = []
-    bad_images = 0
-    step, epoch = 0, 0
-    model.train()
-    progress = tqdm(total=cfg.max_steps, desc=f"train {cfg.method}", disable=not accelerator.is_main_process)
-    while step < cfg.max_steps:
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            bad_images += batch["bad_images"]
-            if batch["size"] == 0:
-                continue
-            losses = model(batch)
-            loss = sum(cfg.loss_weights.get(t, 1.0) * value for t, value in losses.items())
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            row = {"step": step, "lr": scheduler.get_last_lr()[0], **{t: v.item() for t, v in losses.items()}}
-            history.append(row)
-            progress.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                progress.set_postfix({t: f"{row[t]:.3f}" for t in losses})
-            if step >= cfg.max_steps:
-                break
-        epoch += 1
-    progress.close()
-    train_minutes = (time.time() - start) / 60
+    train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, progress, checkpoint_dir)
 
     model = accelerator.unwrap_model(model)
     logger.info("evaluating on %d validation samples", len(val_samples))
@@ -136,14 +133,124 @@ def train_vl(cfg: VLTrainConfig) -> dict:
         "trainable_parameters": trainable,
         "trainable_backbone_parameters": trainable_backbone,
         "total_parameters": total,
-        "steps": step,
-        "bad_images_skipped": bad_images,
-        "train_minutes": round(train_minutes, 2),
+        "steps": progress.step,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "bad_images_skipped": progress.bad_images,
+        "nonfinite_steps_skipped": progress.nonfinite_skipped,
         "total_minutes": round((time.time() - start) / 60, 2),
     }
     if accelerator.is_main_process:
-        _write_run(out, model, cfg, document, history)
+        _write_run(out, model, cfg, document, progress.history)
+    for task, values in metrics.items():
+        logger.info("%s: %s", task, ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
     return document
+
+
+def train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, progress: Progress,
+                checkpoint_dir: Path) -> None:
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=progress.step, desc=f"train {cfg.method}",
+               disable=not accelerator.is_main_process)
+    nonfinite_in_a_row = 0
+    interval_losses: list[float] = []
+    resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
+    while progress.step < cfg.max_steps:
+        if not resuming_mid_epoch:
+            sampler.set_epoch(progress.epoch)
+        resuming_mid_epoch = False
+        for batch in loader:  # after a resume, the sampler yields the rest of the epoch
+            progress.batches_in_epoch += 1
+            progress.bad_images += batch["bad_images"]
+            if batch["size"] == 0:
+                continue
+            batch = _to_device(batch, accelerator.device)
+            losses = model(batch)
+            loss = sum(cfg.loss_weights.get(t, 1.0) * value for t, value in losses.items())
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                progress.nonfinite_skipped += 1
+                nonfinite_in_a_row += 1
+                logger.warning("step %d: non-finite loss %s (%s); step skipped", progress.step + 1,
+                               loss.item(), {t: v.item() for t, v in losses.items()})
+                if nonfinite_in_a_row >= cfg.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"{nonfinite_in_a_row} non-finite losses in a row at step {progress.step + 1}: stopping. "
+                        "Lower the learning rate, check the data, or resume from the last checkpoint."
+                    )
+                continue
+            nonfinite_in_a_row = 0
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            progress.step += 1
+            row = {"step": progress.step, "lr": scheduler.get_last_lr()[0],
+                   **{t: v.item() for t, v in losses.items()}}
+            progress.history.append(row)
+            interval_losses.append(loss.item())
+            bar.update(1)
+            if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
+                bar.set_postfix({t: f"{row[t]:.3f}" for t in losses})
+            if cfg.save_every and (progress.step % cfg.save_every == 0 or progress.step == cfg.max_steps):
+                if accelerator.is_main_process:
+                    _save(cfg, accelerator, model, optimizer, scheduler, sampler, progress, checkpoint_dir,
+                          score=sum(interval_losses) / len(interval_losses))
+                interval_losses = []
+            if progress.step >= cfg.max_steps:
+                break
+        else:
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    bar.close()
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _save(cfg, accelerator, model, optimizer, scheduler, sampler, progress: Progress, folder: Path,
+          score: float) -> None:
+    state = {
+        "step": progress.step,
+        "progress": {k: v for k, v in vars(progress).items()},
+        "model": ckpt.trainable_state(accelerator.unwrap_model(model)),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        "sampler": sampler.state_dict(batches_done=progress.batches_in_epoch),
+        "rng": ckpt.rng_state(),
+        "config": cfg.to_dict(),
+    }
+    ckpt.save_checkpoint(folder, progress.step, state, score, cfg.keep_last)
+
+
+def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, sampler,
+                  progress: Progress) -> Path | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        found = ckpt.checkpoints(folder)
+        if not found:
+            return None
+        path = found[-1]
+    else:
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+    state = ckpt.load_checkpoint(path)
+    ckpt.check_same_config(state["config"], cfg.to_dict(), path)
+    ckpt.load_trainable_state(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    sampler.load_state_dict(state["sampler"])
+    for key, value in state["progress"].items():
+        setattr(progress, key, value)
+    ckpt.set_rng_state(state["rng"])
+    logger.info("resumed from %s at step %d", path, progress.step)
+    return path
 
 
 def _write_run(out: Path, model: VLMultiTaskModel, cfg: VLTrainConfig, document: dict, history: list[dict]) -> None:

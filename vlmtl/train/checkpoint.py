@@ -1,0 +1,105 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint holds the trainable tensors (adapters, heads; the frozen backbone is not
+copied), optimizer, scheduler and grad-scaler state, the sampler's position in its epoch,
+the RNG states, the run's history and its config. Files are ``checkpoint-<step>.pt`` in
+``<output>/checkpoints/``; the newest ``keep_last`` and the best one are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlmtl.adapters.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"checkpoint-(\d+)\.pt$")
+BEST_FILE = "best.json"
+# Options that may change between a run and its resumption (they do not alter the result).
+RESUMABLE_CHANGES = {"output", "resume", "workers", "log_every", "keep_last", "save_every"}
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(state):
+        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        raise ValueError(f"checkpoint {source} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if params[name].shape != tensor.shape:
+                raise ValueError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, "
+                                 f"model {tuple(params[name].shape)}")
+            params[name].copy_(tensor)
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint files in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], score: float | None, keep_last: int) -> Path:
+    """Write ``checkpoint-<step>.pt`` atomically, then drop old ones (keeping the best)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"checkpoint-{step:08d}.pt"
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    best_file = folder / BEST_FILE
+    best = json.loads(best_file.read_text()) if best_file.is_file() else None
+    if score is not None and (best is None or score < best["score"]):
+        best = {"checkpoint": path.name, "step": step, "score": score}
+        atomic_write(best_file, lambda tmp: Path(tmp).write_text(json.dumps(best, indent=2) + "\n"))
+    keep = {p.name for p in checkpoints(folder)[-max(1, keep_last):]}
+    if best is not None:
+        keep.add(best["checkpoint"])
+    for old in checkpoints(folder):
+        if old.name not in keep:
+            old.unlink()
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+
+
+def check_same_config(saved: dict[str, Any], current: dict[str, Any], source: Path) -> None:
+    """A checkpoint continues only the run it came from: other options are refused."""
+    differing = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current)
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)}
+    if differing:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(differing.items())[:5])
+        raise ValueError(f"checkpoint {source} comes from another config ({shown}); "
+                         "use another --output, or --resume never to start over")
