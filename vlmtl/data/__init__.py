@@ -7,11 +7,13 @@ from __future__ import annotations
 from .answers import AnswerVocab, default_normalize
 from .images import ImageLoadError, ImageTransform, load_image
 from .mixed import MultiTaskCollator, MultiTaskDataset
+from .pascal import DENSE_TASKS_DATA, AnnotationLoadError, AugParams, PascalContextMT
 from .readers import read_jsonl, read_karpathy, read_vqav2
 from .samplers import STRATEGIES, MultiTaskBatchSampler, task_probabilities
 from .samples import TASKS, Sample
 from .scenes import Scene, SceneObject, generate_scenes, render_scene
 from .synthetic import SPLITS, write_synthetic_dataset
+from .synthetic_pascal import write_synthetic_pascal
 
 __all__ = [
     "TASKS",
@@ -35,4 +37,9 @@ __all__ = [
     "render_scene",
     "SPLITS",
     "write_synthetic_dataset",
+    "DENSE_TASKS_DATA",
+    "AnnotationLoadError",
+    "AugParams",
+    "PascalContextMT",
+    "write_synthetic_pascal",
 ]
