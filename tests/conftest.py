@@ -37,6 +37,16 @@ def make_hf_clip(seed: int = 0):
     return CLIPModel(config).eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The test models are tiny: with two threads on a small CPU box, OpenMP barriers cost
+    more than the ops themselves (about 15 ms per op under load). One thread avoids them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def open_clip_model():
     return make_open_clip()

@@ -10,6 +10,7 @@ from .clip import (
     load_open_clip,
     tower_target_regex,
 )
+from .swin_mtlora import MultiTaskSwin, create_multitask_swin
 from .tokenizer import WordTokenizer
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "load_open_clip",
     "tower_target_regex",
     "WordTokenizer",
+    "MultiTaskSwin",
+    "create_multitask_swin",
 ]

@@ -1,0 +1,110 @@
+"""Dense decoders (official MTLoRA sizes) and the PASCAL-Context losses against hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vlmtl.heads.dense import (
+    DENSE_TASKS,
+    LOSS_WEIGHTS,
+    DenseDecoder,
+    MultiTaskDenseLoss,
+    balanced_bce_loss,
+    cross_entropy_loss,
+    normals_l1_loss,
+)
+
+SWIN_T_CHANNELS = (192, 384, 768, 768)  # Swin-T stages after patch merging (last stage unmerged)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_decoder_parameter_counts_match_official():
+    decoders = {t: DenseDecoder(SWIN_T_CHANNELS, c) for t, c in DENSE_TASKS.items()}
+    assert sum(n_params(d.reduce) for d in decoders.values()) == 732_672
+    assert sum(n_params(d.head) for d in decoders.values()) == 1_213_952
+    assert sum(n_params(d) for d in decoders.values()) == 1_946_624
+
+
+def test_decoder_fuses_scales_and_resizes_to_input():
+    torch.manual_seed(0)
+    decoder = DenseDecoder((8, 16, 32, 32), num_outputs=5).eval()
+    feats = [torch.randn(2, c, s, s) for c, s in zip((8, 16, 32, 32), (8, 4, 2, 2))]
+    assert decoder(feats, (32, 32)).shape == (2, 5, 32, 32)
+    assert decoder(feats).shape == (2, 5, 8, 8)  # finest scale without out_size
+    with pytest.raises(ValueError, match="feature scales"):
+        decoder(feats[:3], (32, 32))
+
+
+def test_cross_entropy_by_hand_with_ignore():
+    pred = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 5.0]]]])  # (1, 2 classes, 1, 3)
+    target = torch.tensor([[[0, 1, 255]]])
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(-1.0))) / 2
+    assert cross_entropy_loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
+    assert cross_entropy_loss(pred, target.unsqueeze(1)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_all_ignored_parts_give_zero_not_nan():
+    pred = torch.randn(2, 7, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), 255, dtype=torch.long)
+    loss = cross_entropy_loss(pred, target)
+    assert loss.item() == 0.0 and not torch.isnan(loss)
+    loss.backward()
+    assert torch.equal(pred.grad, torch.zeros_like(pred))
+    total, parts = MultiTaskDenseLoss(["human_parts"])({"human_parts": pred}, {"human_parts": target})
+    assert total.item() == 0.0 and parts["human_parts"].item() == 0.0
+
+
+def _bce(x: float, y: int) -> float:
+    return math.log(1 + math.exp(-x)) if y else math.log(1 + math.exp(x))
+
+
+def test_balanced_bce_by_hand():
+    logits = [0.0, 2.0, -1.0, 1.0]
+    labels = [1, 0, 1, 1]
+    pred = torch.tensor(logits).view(1, 1, 2, 2)
+    target = torch.tensor(labels, dtype=torch.float).view(1, 1, 2, 2)
+    w = 1 / 4  # negatives / all
+    pos = sum(_bce(x, y) for x, y in zip(logits, labels) if y)
+    neg = sum(_bce(x, y) for x, y in zip(logits, labels) if not y)
+    expected = (w * pos + (1 - w) * neg) / 4
+    assert balanced_bce_loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
+    assert balanced_bce_loss(pred, target[:, 0]).item() == pytest.approx(expected, rel=1e-6)  # (B, H, W) labels
+
+    ignored = target.clone()
+    ignored[0, 0, 1, 1] = 255  # drop the last pixel: w = 1/3 over 3 valid pixels
+    pos3 = _bce(0.0, 1) + _bce(-1.0, 1)
+    expected3 = (1 / 3 * pos3 + 2 / 3 * _bce(2.0, 0)) / 3
+    assert balanced_bce_loss(pred, ignored).item() == pytest.approx(expected3, rel=1e-6)
+    assert balanced_bce_loss(pred, torch.full_like(target, 255)).item() == 0.0
+
+
+def test_normals_l1_on_unit_predictions_ignores_masked_pixels():
+    pred = torch.tensor([[3.0, 7.0], [0.0, 1.0], [4.0, -2.0]]).view(1, 3, 1, 2)
+    target = torch.tensor([[0.0, 255.0], [0.0, 255.0], [1.0, 255.0]]).view(1, 3, 1, 2)
+    # pixel 0: unit prediction (0.6, 0, 0.8) vs (0, 0, 1): |0.6| + 0 + |0.2| over 3 valid values
+    assert normals_l1_loss(pred, target).item() == pytest.approx(0.8 / 3, rel=1e-5)
+    masked = torch.full_like(target, 255.0)
+    assert normals_l1_loss(pred, masked).item() == 0.0
+
+
+def test_multitask_loss_weights_and_sum():
+    torch.manual_seed(0)
+    preds = {t: torch.randn(2, c, 4, 4) for t, c in DENSE_TASKS.items()}
+    targets = {
+        "semseg": torch.randint(0, 21, (2, 4, 4)),
+        "human_parts": torch.randint(0, 7, (2, 4, 4)),
+        "saliency": torch.randint(0, 2, (2, 1, 4, 4)).float(),
+        "normals": torch.nn.functional.normalize(torch.randn(2, 3, 4, 4), dim=1),
+    }
+    assert LOSS_WEIGHTS == {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0}
+    total, parts = MultiTaskDenseLoss(list(DENSE_TASKS))(preds, targets)
+    assert set(parts) == set(DENSE_TASKS)
+    assert total.item() == pytest.approx(sum(LOSS_WEIGHTS[t] * parts[t].item() for t in parts), rel=1e-6)
+    with pytest.raises(ValueError, match="no loss"):
+        MultiTaskDenseLoss(["depth"])

@@ -1,0 +1,172 @@
+"""Dense-prediction decoders and losses for PASCAL-Context multi-task learning (MTLoRA setup).
+
+``DenseDecoder`` is one task's decoder as the official MTLoRA code builds it: per-task 1×1
+convolutions (no bias) reduce the four backbone scales to 18/36/72/144 channels, the coarser
+scales are upsampled bilinearly to the finest, concatenated (270 channels), and an HRNet-style
+head (1×1 conv → 4·270 = 1080 + BN + ReLU, 1×1 conv → task channels) predicts; the result is
+resized bilinearly to the input size.
+
+Losses follow the official ``mtl_loss_schemes.py`` (weights in ``LOSS_WEIGHTS``):
+semseg and human parts cross-entropy (ignore 255), saliency balanced BCE, normals L1 on
+unit-normalised predictions over unmasked values. Every loss returns 0 (with a graph) rather
+than NaN when a batch has no valid label, e.g. images without people for human parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DENSE_TASKS: dict[str, int] = {"semseg": 21, "human_parts": 7, "saliency": 1, "normals": 3}
+LOSS_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0}
+DECODER_CHANNELS: tuple[int, ...] = (18, 36, 72, 144)
+IGNORE_INDEX = 255
+
+
+class DenseDecoder(nn.Module):
+    """One task's multi-scale decoder: reduce each scale, fuse at the finest, predict.
+
+    ``in_channels`` are the backbone feature channels per scale, finest first (Swin-T with
+    patch merging applied to each stage: 192, 384, 768, 768)."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int] = DECODER_CHANNELS,
+        expansion: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(channels):
+            raise ValueError(f"{len(in_channels)} input scales but {len(channels)} decoder channel sizes")
+        self.in_channels = tuple(int(c) for c in in_channels)
+        self.channels = tuple(int(c) for c in channels)
+        self.num_outputs = int(num_outputs)
+        # Bias-free, as the official Downsampler: the following head conv has its own bias.
+        self.reduce = nn.ModuleList(nn.Conv2d(i, o, 1, bias=False) for i, o in zip(self.in_channels, self.channels))
+        fused = sum(self.channels)
+        self.head = nn.Sequential(
+            nn.Conv2d(fused, fused * expansion, 1),
+            nn.BatchNorm2d(fused * expansion),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(fused * expansion, self.num_outputs, 1),
+        )
+
+    def forward(self, features: Sequence[torch.Tensor], out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``features``: NCHW tensors, finest first. Returns (B, num_outputs, *out_size)."""
+        if len(features) != len(self.reduce):
+            raise ValueError(f"expected {len(self.reduce)} feature scales, got {len(features)}")
+        reduced = [conv(f) for conv, f in zip(self.reduce, features)]
+        size = reduced[0].shape[-2:]
+        fused = torch.cat(
+            [reduced[0]] + [F.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]],
+            dim=1,
+        )
+        out = self.head(fused)
+        if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
+            out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return out
+
+
+def _zero_like(pred: torch.Tensor) -> torch.Tensor:
+    """A zero loss still connected to the graph, so backward() and DDP stay happy."""
+    return pred.sum() * 0.0
+
+
+def _label_map(target: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) integer labels from (B, H, W) or (B, 1, H, W)."""
+    if target.dim() == 4:
+        if target.shape[1] != 1:
+            raise ValueError(f"class labels must be (B, H, W) or (B, 1, H, W), got {tuple(target.shape)}")
+        target = target[:, 0]
+    return target.long()
+
+
+def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Pixel-wise CE averaged over non-ignored pixels; 0 (not NaN) when every pixel is ignored."""
+    labels = _label_map(target)
+    if not bool((labels != ignore_index).any()):
+        return _zero_like(pred)
+    return F.cross_entropy(pred.float(), labels, ignore_index=ignore_index)
+
+
+def balanced_bce_loss(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """HED-style class-balanced BCE on logits: positives (label ≥ 0.5) weighted by the
+    negative fraction w, negatives by 1 − w, summed and divided by the valid pixel count
+    (the pixel count when nothing is ignored, as the official code). Pixels equal to
+    ``ignore_index`` are left out."""
+    if target.dim() == pred.dim() - 1:
+        target = target.unsqueeze(1)
+    if target.shape != pred.shape:
+        raise ValueError(f"saliency prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    valid = target != ignore_index
+    n_valid = valid.sum()
+    if int(n_valid) == 0:
+        return _zero_like(pred)
+    logits = pred.float()
+    labels = (target >= 0.5).float() * valid
+    per_pixel = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * valid
+    n_pos = labels.sum()
+    w = (n_valid - n_pos) / n_valid
+    loss_pos = (per_pixel * labels).sum()
+    loss_neg = (per_pixel * (valid.float() - labels)).sum()
+    return (w * loss_pos + (1 - w) * loss_neg) / n_valid
+
+
+def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """L1 between unit-normalised predicted normals and the labels, averaged over the
+    label values that are not ``ignore_index`` (masked pixels carry it in all channels)."""
+    if target.shape != pred.shape:
+        raise ValueError(f"normals prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    valid = target != ignore_index
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return _zero_like(pred)
+    unit = pred.float() / (pred.float().norm(p=2, dim=1, keepdim=True) + 1e-12)
+    return (unit - target.float()).abs().masked_select(valid).sum() / n_valid
+
+
+TASK_LOSSES = {
+    "semseg": cross_entropy_loss,
+    "human_parts": cross_entropy_loss,
+    "saliency": balanced_bce_loss,
+    "normals": normals_l1_loss,
+}
+
+
+def dense_task_loss(task: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The unweighted loss of one PASCAL-Context task."""
+    if task not in TASK_LOSSES:
+        raise ValueError(f"no loss for task {task!r}; known tasks: {sorted(TASK_LOSSES)}")
+    return TASK_LOSSES[task](pred, target)
+
+
+class MultiTaskDenseLoss(nn.Module):
+    """Weighted sum of the per-task losses over the tasks present in both dicts.
+
+    Returns ``(total, {task: unweighted loss})``; a task missing from the targets (no label
+    for this batch) is skipped rather than treated as zero-valid."""
+
+    def __init__(self, tasks: Sequence[str], weights: Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        weights = dict(LOSS_WEIGHTS if weights is None else weights)
+        unknown = [t for t in tasks if t not in TASK_LOSSES]
+        if unknown:
+            raise ValueError(f"no loss for tasks {unknown}; known tasks: {sorted(TASK_LOSSES)}")
+        missing = [t for t in tasks if t not in weights]
+        if missing:
+            raise ValueError(f"no loss weight for tasks {missing}")
+        self.tasks = tuple(tasks)
+        self.weights = {t: float(weights[t]) for t in self.tasks}
+
+    def forward(
+        self, preds: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = {t: dense_task_loss(t, preds[t], targets[t]) for t in self.tasks if t in targets and t in preds}
+        if not losses:
+            raise ValueError(f"no task of {list(self.tasks)} has both a prediction and a target")
+        total = sum(self.weights[t] * loss for t, loss in losses.items())
+        return total, losses

@@ -1,0 +1,407 @@
+"""Multi-task Swin Transformer for dense prediction (MTLoRA, Agiza et al., CVPR 2024) on timm.
+
+``create_multitask_swin(...)`` builds a timm Swin, puts the chosen adapters in with the
+adapter core, adds one :class:`~vlmtl.heads.dense.DenseDecoder` per task and returns a
+:class:`MultiTaskSwin` whose ``forward(images)`` gives ``{task: (B, C_task, H, W)}``.
+
+How the official (Microsoft-layout) MTLoRA Swin maps onto timm:
+
+* timm runs channels-last (NHWC) and puts patch merging at the *start* of the next stage
+  (``layers[i + 1].downsample``), where the official code has it at the end of stage i.
+  Stage i's per-task feature is therefore ``layers[i + 1].downsample(stage-i output)``; the
+  last stage has no merging. The shared stream's merged output is reused as the next stage's
+  input, so merging runs once per stream.
+* timm's Swin has a final ``norm`` and a classifier head; the official features-only backbone
+  has neither, so both are pruned (the frozen count then equals timm's ``features_only``).
+* Adapted linears keep timm's names: ``attn.qkv`` (fused q/k/v), ``attn.proj``, ``mlp.fc1``,
+  ``mlp.fc2``, ``downsample.reduction``.
+
+MTLoRA placement: a task-agnostic LoRA (TA-LoRA, rank ``r``) on qkv, proj, fc1 and fc2 of
+every block; in the last block of each stage proj, fc1 and fc2 also carry one task-specific
+LoRA per task (TS-LoRA, rank ``r_task``). In that block the shared attention output ``o``
+goes through proj as the shared stream ``o_s`` and per task ``o_t``; ``a_s = x + o_s``,
+``a_t = x + o_t``; fc1/fc2 run on ``norm2(a_s)`` with task inputs ``norm2(a_t)`` (the frozen
+weights see the shared stream, each TS-LoRA its task's stream); ``out_t = a_t + mlp_t``.
+Only the shared stream continues to the next stage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, MTLoRAConfig, inject, use_tasks
+from vlmtl.adapters.config import AdapterConfig
+from vlmtl.adapters.layers import AdapterLayer, MTLoRALinear
+from vlmtl.adapters.routing import routed_layers
+from vlmtl.heads.dense import DECODER_CHANNELS, DENSE_TASKS, DenseDecoder
+
+DEFAULT_SWIN = "swin_tiny_patch4_window7_224"
+DEFAULT_TASKS = ("semseg", "human_parts", "saliency", "normals")
+METHODS = ("mtlora", "decoders_only", "full", "lora", "mtl_lora", "single_task")
+BLOCK_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+TASK_SPECIFIC_TARGETS = ("attn.proj", "mlp.fc1", "mlp.fc2")  # qkv stays shared (paper, Fig. 2)
+MERGING_TARGET = r"layers\.\d+\.downsample\.reduction"
+PARAMETER_GROUPS = ("adapters", "decoders", "patch_merging", "rel_pos", "norms", "patch_embed", "backbone")
+
+
+def load_timm_swin(
+    name: str = DEFAULT_SWIN, img_size: int = 448, pretrained: str | Path | bool | None = None, **timm_kwargs
+) -> nn.Module:
+    """A headless timm Swin (no final norm, no classifier), as the official features backbone.
+
+    ``pretrained``: None/False for random weights; a local checkpoint file (timm layout or
+    the original Microsoft one, which timm's Swin filter remaps: merging moves to the next
+    stage, rel-pos tables are resized); True for timm's hub (needs the internet). A local
+    file is loaded strictly: any missing or unexpected key outside ``norm``/``head`` fails."""
+    import timm
+    from timm.models.swin_transformer import SwinTransformer
+
+    kwargs = dict(img_size=img_size, num_classes=0, **timm_kwargs)
+    model = timm.create_model(name, pretrained=pretrained is True, **kwargs)
+    if not isinstance(model, SwinTransformer):
+        raise TypeError(f"{name} builds a {type(model).__name__}; MTLoRA here supports timm's SwinTransformer (v1)")
+    if pretrained not in (None, False, True):
+        _load_swin_checkpoint(model, Path(pretrained))
+    model.prune_intermediate_layers(indices=len(model.layers), prune_norm=True, prune_head=True)
+    return model
+
+
+def _load_swin_checkpoint(model: nn.Module, path: Path) -> None:
+    from timm.models import load_state_dict
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    if not path.is_file():
+        raise FileNotFoundError(f"Swin checkpoint not found: {path}")
+    state = checkpoint_filter_fn(load_state_dict(str(path)), model)
+    result = model.load_state_dict(state, strict=False)
+    pruned = ("head.", "norm.")  # removed right after loading
+    missing = [k for k in result.missing_keys if not k.startswith(pruned)]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(pruned)]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit this Swin: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+            f"unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}"
+        )
+
+
+def stage_feature_channels(backbone: nn.Module) -> list[int]:
+    """Channels of the per-stage features fed to the decoders: stage i after the next
+    stage's patch merging, the last stage as is (Swin-T: 192, 384, 768, 768)."""
+    dims = [int(info["num_chs"]) for info in backbone.feature_info]
+    return dims[1:] + dims[-1:]
+
+
+def _block_regex(suffixes: Sequence[str], blocks: str = r"\d+", stages: str = r"\d+") -> str:
+    names = "|".join(re.escape(s) for s in suffixes)
+    return rf"layers\.(?:{stages})\.blocks\.(?:{blocks})\.(?:{names})"
+
+
+def last_block_regex(backbone: nn.Module, suffixes: Sequence[str] = TASK_SPECIFIC_TARGETS) -> str:
+    """Full-name regex for ``suffixes`` in the last block of every stage."""
+    parts = [_block_regex(suffixes, blocks=str(len(stage.blocks) - 1), stages=str(i))
+             for i, stage in enumerate(backbone.layers)]
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+def adapter_config(
+    method: str,
+    backbone: nn.Module,
+    tasks: Sequence[str],
+    r: int = 16,
+    r_task: int = 4,
+    scale: float = 4.0,
+    dropout: float = 0.05,
+    mtlora_plus: bool = False,
+    **overrides,
+) -> AdapterConfig | None:
+    """The core's adapter config for ``method`` on a timm Swin (None: no adapters).
+
+    Plain LoRA and MTL-LoRA use ``alpha = scale · r`` so every method multiplies its
+    low-rank update by the same raw ``scale`` as MTLoRA (the paper's 4.0)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method in ("decoders_only", "full"):
+        if mtlora_plus:
+            raise ValueError(f"mtlora_plus adapts patch merging with LoRA; method {method!r} has no adapters")
+        return None
+    targets = _block_regex(BLOCK_TARGETS)
+    if mtlora_plus:
+        targets = f"(?:{targets})|(?:{MERGING_TARGET})"
+    common = dict(tasks=list(tasks), r=r, dropout=dropout, target_modules=targets)
+    if method == "mtlora":
+        config = MTLoRAConfig(
+            **common, r_task=r_task, scale=scale, task_specific_modules=last_block_regex(backbone), **overrides
+        )
+    elif method == "mtl_lora":
+        config = MTLLoRAConfig(**common, alpha=scale * r, **overrides)
+    else:
+        config = LoRAConfig(**common, alpha=scale * r, **overrides)
+    return config
+
+
+def _window_attention_core(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """timm ``WindowAttention.forward`` up to (not including) the output projection."""
+    B_, N, _ = x.shape
+    qkv = attn.qkv(x).reshape(B_, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    bias = attn._get_rel_pos_bias()
+    if attn.fused_attn:
+        if mask is not None:
+            num_win = mask.shape[0]
+            mask = mask.view(1, num_win, 1, N, N).expand(B_ // num_win, -1, attn.num_heads, -1, -1)
+            bias = bias + mask.reshape(-1, attn.num_heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=attn.attn_drop.p if attn.training else 0.0
+        )
+    else:
+        scores = (q * attn.scale) @ k.transpose(-2, -1) + bias
+        if mask is not None:
+            num_win = mask.shape[0]
+            scores = scores.view(-1, num_win, attn.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            scores = scores.view(-1, attn.num_heads, N, N)
+        out = attn.attn_drop(attn.softmax(scores)) @ v
+    return out.transpose(1, 2).reshape(B_, N, -1)
+
+
+def _attention_streams(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """timm ``SwinTransformerBlock._attn`` with a stream-aware proj: returns the shared
+    attention output and one per task, each back in (B, H, W, C) layout."""
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    B, H, W, C = x.shape
+    ws, shift = block.window_size, block.shift_size
+    has_shift = any(shift)
+    shifted = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if has_shift else x
+    pad_h, pad_w = (ws[0] - H % ws[0]) % ws[0], (ws[1] - W % ws[1]) % ws[1]
+    shifted = F.pad(shifted, (0, 0, 0, pad_w, 0, pad_h))
+    _, Hp, Wp, _ = shifted.shape
+    windows = window_partition(shifted, ws).view(-1, block.window_area, C)
+    mask = block.get_attn_mask(shifted) if getattr(block, "dynamic_mask", False) else block.attn_mask
+    core = _window_attention_core(block.attn, windows, mask)
+    shared, tasks = block.attn.proj.forward_streams(core)
+
+    def unwindow(out: torch.Tensor) -> torch.Tensor:
+        out = block.attn.proj_drop(out).view(-1, ws[0], ws[1], C)
+        out = window_reverse(out, ws, Hp, Wp)[:, :H, :W, :].contiguous()
+        return torch.roll(out, shifts=shift, dims=(1, 2)) if has_shift else out
+
+    return unwindow(shared), [unwindow(t) for t in tasks]
+
+
+def stream_block_forward(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A timm Swin block whose proj/fc1/fc2 are task-specific MTLoRA layers: (out_s, [out_t])."""
+    B, H, W, C = x.shape
+    o_s, o_tasks = _attention_streams(block, block.norm1(x))
+    a_s = (x + block.drop_path1(o_s)).reshape(B, -1, C)
+    a_tasks = [(x + block.drop_path1(o)).reshape(B, -1, C) for o in o_tasks]
+    mlp = block.mlp
+    h_s, h_tasks = mlp.fc1.forward_streams(block.norm2(a_s), [block.norm2(a) for a in a_tasks])
+
+    def hidden(h: torch.Tensor) -> torch.Tensor:
+        return mlp.norm(mlp.drop1(mlp.act(h)))
+
+    m_s, m_tasks = mlp.fc2.forward_streams(hidden(h_s), [hidden(h) for h in h_tasks])
+    out_s = a_s + block.drop_path2(mlp.drop2(m_s))
+    out_tasks = [a + block.drop_path2(mlp.drop2(m)) for a, m in zip(a_tasks, m_tasks)]
+    return out_s.reshape(B, H, W, C), [o.reshape(B, H, W, C) for o in out_tasks]
+
+
+def _is_stream_block(block: nn.Module) -> bool:
+    proj = block.attn.proj
+    return isinstance(proj, MTLoRALinear) and proj.num_tasks > 0
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+class MultiTaskSwin(nn.Module):
+    """A (adapted) timm Swin backbone plus one dense decoder per task.
+
+    ``encode(images)`` gives each task's four NCHW feature maps (finest first);
+    ``forward(images)`` each task's prediction at the input size."""
+
+    def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        self.backbone = backbone
+        self.tasks = tuple(tasks)
+        self.method = method
+        self.grad_checkpointing = False
+        self.feature_channels = stage_feature_channels(backbone)
+        self.decoders = nn.ModuleDict(
+            {t: DenseDecoder(self.feature_channels, num_outputs[t], DECODER_CHANNELS) for t in self.tasks}
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each backbone block in backward (saves activation memory at 448 px)."""
+        self.grad_checkpointing = bool(enable)
+
+    def _run(self, fn, *args):
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _stages(self, images: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]] | None]:
+        """Run the backbone: (per-stage shared features, None), or under MTLoRA
+        ([], per-task features from the task streams); NCHW, merged as the decoders take them."""
+        layers = self.backbone.layers
+        x = layers[0].downsample(self.backbone.patch_embed(images))
+        shared: list[torch.Tensor] = []  # NHWC; made NCHW only when the decoders read them
+        task_feats: dict[str, list[torch.Tensor]] | None = None
+        for i, stage in enumerate(layers):
+            merge = layers[i + 1].downsample if i + 1 < len(layers) else nn.Identity()
+            last = stage.blocks[-1]
+            if _is_stream_block(last):
+                for blk in stage.blocks[:-1]:
+                    x = self._run(blk, x)
+                x, streams = self._run(stream_block_forward, last, x)
+                if task_feats is None:
+                    task_feats = {t: [] for t in self.tasks}
+                for t, s in zip(self.tasks, streams):
+                    task_feats[t].append(_nchw(merge(s)))
+            else:
+                for blk in stage.blocks:
+                    x = self._run(blk, x)
+            x = merge(x)  # the next stage's input: its patch merging runs here, once
+            shared.append(x)
+        if task_feats is not None:
+            return [], task_feats
+        return [_nchw(f) for f in shared], None
+
+    def encode(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Each task's multi-scale features (NCHW, finest first) as its decoder sees them."""
+        if self.method == "mtl_lora":  # MTL-LoRA adapts per task: one backbone pass per task
+            feats = {}
+            for t in self.tasks:
+                with use_tasks(self.backbone, t):
+                    feats[t] = self._stages(images)[0]
+            return feats
+        shared, task_feats = self._stages(images)
+        if task_feats is not None:
+            return task_feats
+        return {t: shared for t in self.tasks}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = tuple(images.shape[-2:])
+        feats = self.encode(images)
+        return {t: self.decoders[t](feats[t], size) for t in self.tasks}
+
+    def parameter_groups(self, trainable_only: bool = True) -> dict[str, int]:
+        """Parameter counts by role (see ``PARAMETER_GROUPS``), to check what a method trains."""
+        adapter_ids = {
+            id(p) for m in self.modules() if isinstance(m, AdapterLayer)
+            for n, p in m.named_parameters() if not n.startswith("base_layer.")
+        }
+        norm_ids = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+        counts = dict.fromkeys(PARAMETER_GROUPS, 0)
+        for name, p in self.named_parameters():
+            if trainable_only and not p.requires_grad:
+                continue
+            if id(p) in adapter_ids:
+                group = "adapters"
+            elif name.startswith("decoders."):
+                group = "decoders"
+            elif name.startswith("backbone.patch_embed."):
+                group = "patch_embed"
+            elif "relative_position_bias_table" in name:
+                group = "rel_pos"
+            elif id(p) in norm_ids:
+                group = "norms"
+            elif ".downsample.reduction." in name:
+                group = "patch_merging"
+            else:
+                group = "backbone"
+            counts[group] += p.numel()
+        return counts
+
+
+def _set_trainable(model: MultiTaskSwin, method: str) -> None:
+    """The paper's trainable set. Adapter methods: adapters, patch embedding, every LayerNorm,
+    relative-position tables, patch-merging reductions (unless adapted: MTLoRA+), decoders.
+    ``decoders_only``: decoders. ``full``: everything."""
+    backbone = model.backbone
+    for p in model.decoders.parameters():
+        p.requires_grad_(True)
+    if method == "full":
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+        return
+    if method == "decoders_only":
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        return
+    # inject() already froze the backbone and left the adapters trainable.
+    for p in backbone.patch_embed.parameters():
+        p.requires_grad_(True)
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.LayerNorm):
+            for p in module.parameters():
+                p.requires_grad_(True)
+        elif name.endswith("downsample.reduction") and isinstance(module, nn.Linear):
+            module.weight.requires_grad_(True)  # a plain (not adapted) merging reduction
+        elif hasattr(module, "relative_position_bias_table"):
+            module.relative_position_bias_table.requires_grad_(True)
+
+
+def create_multitask_swin(
+    name: str = DEFAULT_SWIN,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    method: str = "mtlora",
+    r: int = 16,
+    r_task: int = 4,
+    img_size: int = 448,
+    pretrained: str | Path | bool | None = None,
+    mtlora_plus: bool = False,
+    scale: float = 4.0,
+    dropout: float = 0.05,
+    num_outputs: dict[str, int] | None = None,
+    drop_path_rate: float = 0.2,
+    adapter_kwargs: dict | None = None,
+    **timm_kwargs,
+) -> MultiTaskSwin:
+    """Build a multi-task Swin for dense prediction.
+
+    method: ``mtlora`` (TA-LoRA everywhere + TS-LoRA in each stage's last block),
+    ``lora`` (one shared LoRA on qkv/proj/fc1/fc2, rank r), ``mtl_lora`` (the core's
+    MTL-LoRA on the same layers; one backbone pass per task), ``single_task`` (one task,
+    LoRA as ``lora``), ``decoders_only`` (frozen backbone), ``full`` (everything trainable).
+
+    ``mtlora_plus``: MTLoRA+ as in the official configs (``DOWNSAMPLER_ENABLED``): the
+    patch-merging reductions get a TA-LoRA (rank r) and are frozen instead of fully trained.
+    ``drop_path_rate`` defaults to the official configs' 0.2. ``num_outputs`` maps task →
+    channels (default ``DENSE_TASKS``). ``adapter_kwargs`` override adapter-config fields
+    (e.g. ``n_up``, ``temperature`` for MTL-LoRA); ``timm_kwargs`` go to ``timm.create_model``
+    (e.g. ``embed_dim``, ``depths``, ``num_heads`` for a small Swin)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    tasks = tuple(tasks)
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks must be non-empty and unique, got {list(tasks)}")
+    if method == "single_task" and len(tasks) != 1:
+        raise ValueError(f"single_task trains one task, got {list(tasks)}")
+    outputs = dict(DENSE_TASKS if num_outputs is None else num_outputs)
+    missing = [t for t in tasks if t not in outputs]
+    if missing:
+        raise ValueError(f"unknown output channels for tasks {missing}: pass num_outputs={{task: channels}}")
+
+    backbone = load_timm_swin(name, img_size, pretrained, drop_path_rate=drop_path_rate, **timm_kwargs)
+    config = adapter_config(
+        method, backbone, tasks, r=r, r_task=r_task, scale=scale, dropout=dropout, mtlora_plus=mtlora_plus,
+        **(adapter_kwargs or {}),
+    )
+    if config is not None:
+        inject(backbone, config)
+        for layer in routed_layers(backbone):
+            layer.fold_batch = True  # window attention folds (B · windows) into the batch dim
+    model = MultiTaskSwin(backbone, tasks, outputs, method)
+    _set_trainable(model, method)
+    return model
