@@ -16,6 +16,15 @@ from .adapters import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Backbones import open_clip/transformers: load them on first use, not on `import vlmtl`.
+    if name in ("create_multitask_clip", "MultiTaskCLIP"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'vlmtl' has no attribute {name!r}")
+
 __all__ = [
     "adapters",
     "LoRAConfig",
@@ -28,5 +37,7 @@ __all__ = [
     "unmerge",
     "save_adapters",
     "load_adapters",
+    "create_multitask_clip",
+    "MultiTaskCLIP",
     "__version__",
 ]

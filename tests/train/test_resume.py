@@ -103,7 +103,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(synthetic_vl, tmp_path)
     cfg = VLTrainConfig(tasks=["vqa", "retrieval"], data="jsonl", train_file=str(data / "train.jsonl"),
                         val_file=str(data / "val.jsonl"), image_dir=str(data), model=f"local-dir:{model_dir}",
                         batch_size=8, workers=0, r=4, max_steps=10, save_every=1, max_nonfinite=3,
-                        lr=1e38, head_lr=1e38, warmup_ratio=0.0, grad_clip=0.0, output=str(tmp_path / "run"))
+                        lr=1e30, head_lr=1e30, warmup_ratio=0.0, grad_clip=0.0, output=str(tmp_path / "run"))
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row at step 2"):
         train_vl(cfg)  # step 1 blows the weights up; every later loss is inf/nan
     assert [p.name for p in ckpt.checkpoints(tmp_path / "run" / "checkpoints")] == ["checkpoint-00000001.pt"]

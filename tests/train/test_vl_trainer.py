@@ -135,11 +135,11 @@ def test_corrupt_image_is_named_or_skipped_and_counted(synthetic_vl, tmp_path):
     from vlmtl.data import ImageLoadError
     from vlmtl.train import train_vl
 
-    cfg = tiny_config(synthetic_vl, train_file=str(train), image_dir=str(tmp_path), max_steps=8, batch_size=16,
+    cfg = tiny_config(synthetic_vl, train_file=str(train), max_steps=8, batch_size=16,
                       sampling="proportional", output=str(tmp_path / "raise"))
     with pytest.raises(ImageLoadError, match="broken.png"):
         train_vl(cfg)
-    cfg = tiny_config(synthetic_vl, train_file=str(train), image_dir=str(tmp_path), max_steps=8, batch_size=16,
+    cfg = tiny_config(synthetic_vl, train_file=str(train), max_steps=8, batch_size=16,
                       sampling="proportional", on_bad_image="skip", output=str(tmp_path / "skip"))
     document = train_vl(cfg)
     assert document["bad_images_skipped"] > 0 and document["steps"] == 8

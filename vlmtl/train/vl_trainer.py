@@ -123,6 +123,8 @@ def train_vl(cfg: VLTrainConfig) -> dict:
     train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, progress, checkpoint_dir)
 
     model = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:  # the trained weights first: a failing evaluation loses nothing
+        _write_weights(out, model, cfg)
     logger.info("evaluating on %d validation samples", len(val_samples))
     metrics = evaluate(model, val_samples, clip.preprocess, answers, num_beams=cfg.num_beams,
                        workers=cfg.workers, device=accelerator.device, max_samples=cfg.eval_max_samples)
@@ -140,7 +142,7 @@ def train_vl(cfg: VLTrainConfig) -> dict:
         "total_minutes": round((time.time() - start) / 60, 2),
     }
     if accelerator.is_main_process:
-        _write_run(out, model, cfg, document, progress.history)
+        _write_results(out, cfg, document, progress.history)
     for task, values in metrics.items():
         logger.info("%s: %s", task, ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
     return document
@@ -253,10 +255,13 @@ def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, s
     return path
 
 
-def _write_run(out: Path, model: VLMultiTaskModel, cfg: VLTrainConfig, document: dict, history: list[dict]) -> None:
+def _write_weights(out: Path, model: VLMultiTaskModel, cfg: VLTrainConfig) -> None:
     if cfg.method != "none":
         save_adapters(model.clip.backbone, out / "adapters")
     atomic_write(out / "heads.safetensors", lambda tmp: save_model(model.heads, tmp))  # handles tied weights
+
+
+def _write_results(out: Path, cfg: VLTrainConfig, document: dict, history: list[dict]) -> None:
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
     with (out / "train_log.jsonl").open("w") as f:
         for row in history:

@@ -1,0 +1,202 @@
+"""Compare MTLoRA with its baselines on one dense multi-task data set, and write one table.
+
+    python scripts/compare_dense.py --config configs/dense_synthetic_small.yaml --output runs/compare_dense
+    python scripts/compare_dense.py --config configs/dense_synthetic_small.yaml --max-steps 20 --mtlora-plus
+    python scripts/compare_dense.py --config configs/pascal_mtlora_r16.yaml --data /path/PASCAL_MT --max-steps 40000
+
+Rows (all from the same config, data, steps, batch size and seed): single-task training of
+each task (full fine-tuning by default, as the paper's "single task" row; their metrics are
+the measured single-task baselines of every Δm here), decoders only, full fine-tuning, one
+shared LoRA, MTL-LoRA, MTLoRA, and MTLoRA+ with --mtlora-plus. Single-task parameters are
+summed over the task models and their throughput is that of running all of them per image.
+Throughputs: training images/s over the step compute, inference images/s over the forward
+passes of the evaluation. Writes results.md, results.csv, results.png and one run folder per
+row; a run folder already finished with the same config is reused, an interrupted one resumes.
+
+With the defaults (the small synthetic config: 120 steps of 8 images) this takes about 15
+minutes on 2 idle CPU cores and about 25 under a concurrent job: timed at ~7 s per step for
+all rows together (one compute thread, the other core loading data; up to ~1.75x that under
+load), plus 2-3 minutes of evaluation, start-up and writing the synthetic set. MTLoRA+ adds
+about 1 s per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from vlmtl.train.checkpoint import RESUMABLE_CHANGES  # noqa: E402
+from vlmtl.train.dense_config import DenseTrainConfig  # noqa: E402
+from vlmtl.train.dense_trainer import cpu_threads, train_dense  # noqa: E402
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense_synthetic_small.yaml"
+COLUMNS = [  # (task, metric key, label)
+    ("semseg", "mIoU", "SemSeg mIoU ↑"),
+    ("human_parts", "mIoU", "Parts mIoU ↑"),
+    ("saliency", "maxF", "Sal maxF ↑"),
+    ("saliency", "IoU", "Sal IoU ↑"),
+    ("normals", "mean_angle", "Normals angle ↓"),
+]
+MULTI_TASK_ROWS = [  # (run folder, label, config changes)
+    ("decoders_only", "decoders only", {"method": "decoders_only"}),
+    ("full", "full fine-tuning", {"method": "full"}),
+    ("lora", "one shared LoRA", {"method": "lora"}),
+    ("mtl_lora", "MTL-LoRA", {"method": "mtl_lora"}),
+    ("mtlora", "MTLoRA", {"method": "mtlora"}),
+]
+MTLORA_PLUS_ROW = ("mtlora_plus", "MTLoRA+", {"method": "mtlora", "mtlora_plus": True})
+
+
+def _comparable(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in RESUMABLE_CHANGES}
+
+
+def run(base: dict, name: str, out: Path, **changes) -> dict:
+    """Train one row (or reuse its finished folder when its config is the same)."""
+    cfg = DenseTrainConfig.from_sources(None, **{**base, **changes, "output": str(out / name)})
+    folder = Path(cfg.output)
+    done, saved = folder / "metrics.json", folder / "config.yaml"
+    if done.is_file() and saved.is_file() and _comparable(yaml.safe_load(saved.read_text())) == _comparable(
+        cfg.to_dict()
+    ):
+        logging.info("=== %s: reusing the finished run in %s", name, folder)
+        return json.loads(done.read_text())
+    logging.info("=== %s: method %s%s, tasks %s", name, cfg.method, "+" if cfg.mtlora_plus else "", cfg.tasks)
+    return train_dense(cfg)
+
+
+def _harmonic_speed(values: list[float | None]) -> float | None:
+    """Images/s of running several models per image: 1 / Σ 1/speed_t."""
+    if not values or any(v is None or v <= 0 for v in values):
+        return None
+    return 1.0 / sum(1.0 / v for v in values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--output", default="runs/compare_dense")
+    parser.add_argument("--max-steps", type=int, dest="max_steps", help="steps per row (default: the config's)")
+    parser.add_argument("--data", help="a PASCAL_MT folder, or 'synthetic' (default: the config's)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--mtlora-plus", action="store_true", dest="mtlora_plus", help="add an MTLoRA+ row")
+    parser.add_argument("--single-task-method", choices=["full", "single_task"], default="full",
+                        help="single-task rows: full fine-tuning (the paper's) or one LoRA per task")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the cores the loader workers leave)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    base_cfg = DenseTrainConfig.from_sources(args.config, max_steps=args.max_steps, seed=args.seed, data=args.data)
+    torch.set_num_threads(cpu_threads(base_cfg.workers, args.threads))
+    base = base_cfg.to_dict()
+    base.pop("single_task_baselines")
+    tasks = base_cfg.tasks
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    single = {t: run(base, f"single_{t}", out, method=args.single_task_method, tasks=[t]) for t in tasks}
+    measured = {t: single[t]["headline"][t] for t in tasks}
+    if not all(v is not None and v != 0 for v in measured.values()):
+        raise SystemExit(f"a single-task baseline is undefined or zero: {measured}; Δm cannot be computed")
+    single_metrics = {t: single[t]["metrics"][t] for t in tasks}
+    rows = [{
+        "label": f"single-task ({len(tasks)} models)", "metrics": single_metrics, "delta_m": 0.0,
+        "trainable_parameters": sum(single[t]["trainable_parameters"] for t in tasks),
+        "train_images_per_s": _harmonic_speed([single[t]["train_images_per_s"] for t in tasks]),
+        "inference_images_per_s": _harmonic_speed([single[t]["inference_images_per_s"] for t in tasks]),
+    }]
+    for name, label, changes in MULTI_TASK_ROWS + ([MTLORA_PLUS_ROW] if args.mtlora_plus else []):
+        result = run(base, name, out, single_task_baselines=measured, **changes)
+        rows.append({"label": label, "metrics": result["metrics"], "delta_m": result["delta_m"],
+                     **{k: result[k] for k in ("trainable_parameters", "train_images_per_s",
+                                               "inference_images_per_s")}})
+
+    command = " ".join(["python scripts/compare_dense.py"] + sys.argv[1:])
+    steps = f"{base_cfg.max_steps} steps" if base_cfg.max_steps else f"{base_cfg.epochs} epochs"
+    note = (f"{steps} each, batch {base_cfg.batch_size}, seed {base_cfg.seed}, "
+            f"{base_cfg.backbone} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
+            f"{torch.get_num_threads()} CPU thread(s); Δm against the measured single-task rows "
+            f"(saliency by IoU, normals lower is better); made by `{command}`")
+    write_tables(rows, tasks, out, note)
+    plot(rows, out / "results.png")
+    print((out / "results.md").read_text())
+
+
+def _value(row: dict, task: str, key: str) -> float | None:
+    return row["metrics"].get(task, {}).get(key)
+
+
+def write_tables(rows: list[dict], tasks: list[str], out: Path, note: str) -> None:
+    columns = [c for c in COLUMNS if c[0] in tasks]
+    header = ["method"] + [label for _, _, label in columns] + [
+        "Δm % ↑", "trainable params", "train img/s", "infer img/s"]
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["label"]] + [fmt(_value(row, t, k), ".2f") for t, k, _ in columns] + [
+            fmt(row["delta_m"], "+.2f"), f"{row['trainable_parameters']:,}",
+            fmt(row["train_images_per_s"], ".2f"), fmt(row["inference_images_per_s"], ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "results.md").write_text("\n".join(lines) + f"\n\n{note}\n")
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method"] + [f"{t}_{k}" for t, k, _ in columns] + [
+            "delta_m", "trainable_parameters", "train_images_per_s", "inference_images_per_s"])
+        for row in rows:
+            writer.writerow([row["label"]] + [_value(row, t, k) for t, k, _ in columns] + [
+                row["delta_m"], row["trainable_parameters"], row["train_images_per_s"],
+                row["inference_images_per_s"]])
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Left: Δm against trainable parameters (the paper's trade-off). Right: throughputs."""
+    fig, (ax_dm, ax_speed) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, row in enumerate(rows):
+        if row["delta_m"] is not None:
+            ax_dm.scatter(row["trainable_parameters"] / 1e6, row["delta_m"], color=f"C{i}", s=60)
+            ax_dm.annotate(row["label"], (row["trainable_parameters"] / 1e6, row["delta_m"]),
+                           textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax_dm.axhline(0.0, color="gray", linewidth=0.8)
+    sizes = [row["trainable_parameters"] for row in rows]
+    if max(sizes) > 10 * min(sizes):  # full single-task models dwarf the adapters: log scale, plain labels
+        ax_dm.set_xscale("log")
+        ax_dm.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_dm.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax_dm.set_xlabel("trainable parameters (M)")
+    ax_dm.set_ylabel("Δm vs single-task (%)")
+    ax_dm.grid(alpha=0.3)
+    labels = [row["label"] for row in rows]
+    y = range(len(rows))
+    train = [row["train_images_per_s"] or 0.0 for row in rows]
+    infer = [row["inference_images_per_s"] or 0.0 for row in rows]
+    ax_speed.barh([v + 0.2 for v in y], train, height=0.4, label="training")
+    ax_speed.barh([v - 0.2 for v in y], infer, height=0.4, label="inference")
+    ax_speed.set_yticks(list(y), labels)
+    ax_speed.invert_yaxis()
+    ax_speed.set_xlabel("images / s")
+    ax_speed.legend(loc="lower right")
+    ax_speed.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
