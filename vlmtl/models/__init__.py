@@ -10,6 +10,7 @@ from .clip import (
     load_open_clip,
     tower_target_regex,
 )
+from .llava import MultiTaskLlava, build_tiny_llava, create_multitask_llava, load_llava
 from .swin_mtlora import MultiTaskSwin, create_multitask_swin
 from .tokenizer import WordTokenizer
 
@@ -24,5 +25,9 @@ __all__ = [
     "tower_target_regex",
     "WordTokenizer",
     "MultiTaskSwin",
+    "MultiTaskLlava",
+    "build_tiny_llava",
+    "create_multitask_llava",
+    "load_llava",
     "create_multitask_swin",
 ]

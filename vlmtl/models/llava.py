@@ -1,0 +1,640 @@
+"""LLaVA (Hugging Face ``LlavaForConditionalGeneration``) with multi-task adapters in its decoder.
+
+Pieces, in the order a batch meets them:
+- ``build_tiny_llava`` / ``load_llava``: the backbone, built from configs or read from a local
+  ``save_pretrained`` folder (no hub access).
+- ``LlavaWordTokenizer`` / ``HFLlavaTokenizer``: one small interface over vlmtl's word
+  tokenizer (plus an ``<image>`` token) and over a transformers tokenizer.
+- ``PROMPTS`` + ``build_inputs``: ``[bos] <image>×N prompt target [eos]`` with the
+  prompt, image and padding positions masked out of the labels. There is no processor:
+  the image token is repeated once per image feature the model scatters in
+  (``num_image_tokens``).
+- ``MultiTaskLlava``: routes one task id per sample to every adapter for the loss and for
+  ``generate`` (greedy or beam search, mixed-task batches).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from vlmtl.adapters import inject, use_tasks
+from vlmtl.adapters.config import AdapterConfig
+from vlmtl.adapters.inject import CONFIG_ATTR
+from vlmtl.adapters.routing import TaskIds, TaskRouting, resolve_task_ids, routed_layers
+
+from .clip import adapter_config
+from .tokenizer import UNK, WordTokenizer, split_words
+
+IGNORE_INDEX = -100  # label value the causal-LM loss skips
+IMAGE_TOKEN = "<image>"
+WORD_TOKENIZER_FILE = "vlmtl_tokenizer.json"
+
+PROMPTS: dict[str, str] = {
+    "vqa": "question: {text} answer:",
+    "caption": "describe the image:",
+}
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+VISION_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+def build_tiny_llava(
+    vocab_size: int,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    vision_hidden: int | None = None,
+    vision_layers: int | None = None,
+    image_token_id: int | None = None,
+    pad_token_id: int = 0,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+    max_positions: int = 512,
+):
+    """A randomly initialised LLaVA (CLIP vision tower + LLaMA decoder) built offline.
+
+    ``vocab_size`` counts every id, the image token included (default: the last id).
+    ``vision_feature_layer=-2`` and the 'default' strategy (CLS dropped) are LLaVA-1.5's."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    image_token_id = vocab_size - 1 if image_token_id is None else int(image_token_id)
+    if not 0 <= image_token_id < vocab_size:
+        raise ValueError(f"image_token_id {image_token_id} is outside the vocabulary [0, {vocab_size})")
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    vision_hidden = hidden if vision_hidden is None else vision_hidden
+    vision_config = CLIPVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=4 * vision_hidden,
+        num_hidden_layers=layers if vision_layers is None else vision_layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    text_config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        image_seq_length=(image_size // patch_size) ** 2 + (vision_feature_select_strategy == "full"),
+    )
+    model = LlavaForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.bos_token_id, generation.eos_token_id = pad_token_id, bos_token_id, eos_token_id
+    return model
+
+
+def num_image_tokens(config) -> int:
+    """How many ``<image>`` tokens one image needs: one per feature LLaVA scatters in.
+
+    The CLIP tower outputs ``(image_size/patch_size)²`` patch tokens plus CLS; the
+    'default' ``vision_feature_select_strategy`` drops CLS, 'full' keeps it."""
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    strategy = config.vision_feature_select_strategy
+    if strategy not in ("default", "full"):
+        raise ValueError(f"unknown vision_feature_select_strategy {strategy!r}")
+    return patches + (1 if strategy == "full" else 0)
+
+
+def save_llava(model, tokenizer: "LlavaTokenizer", path: str | Path) -> Path:
+    """``save_pretrained`` the model and write its tokenizer beside it (readable by ``load_llava``)."""
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save(path)
+    return path
+
+
+def load_llava(local_dir: str | Path):
+    """(model, tokenizer) from a local folder: ``from_pretrained(local_files_only=True)``;
+    the tokenizer is vlmtl's word tokenizer if the folder has one, else ``AutoTokenizer``."""
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+    local_dir = Path(local_dir)
+    if not (local_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face LLaVA model in {local_dir} (config.json missing)")
+    model = LlavaForConditionalGeneration.from_pretrained(local_dir, local_files_only=True)
+    image_token_id = int(model.config.image_token_id)
+    if (local_dir / WORD_TOKENIZER_FILE).is_file():
+        tokenizer: LlavaTokenizer = LlavaWordTokenizer.load(local_dir / WORD_TOKENIZER_FILE)
+    else:
+        tokenizer = HFLlavaTokenizer(AutoTokenizer.from_pretrained(local_dir, local_files_only=True), image_token_id)
+    if tokenizer.image_token_id != image_token_id:
+        raise ValueError(
+            f"{local_dir}: the tokenizer's image token is {tokenizer.image_token_id}, "
+            f"the model's config says {image_token_id}"
+        )
+    if tokenizer.vocab_size > model.config.text_config.vocab_size:
+        raise ValueError(
+            f"{local_dir}: tokenizer has {tokenizer.vocab_size} ids, the model only "
+            f"{model.config.text_config.vocab_size}"
+        )
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+class LlavaTokenizer(Protocol):
+    """What ``build_inputs`` and ``MultiTaskLlava`` need from a tokenizer."""
+
+    pad_id: int
+    bos_id: int | None
+    eos_id: int
+    image_token_id: int
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...  # words only, no special tokens
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def save(self, path: str | Path) -> None: ...
+
+
+class LlavaWordTokenizer:
+    """vlmtl's ``WordTokenizer`` plus one ``<image>`` id after its vocabulary.
+
+    ``<sot>``/``<eot>`` serve as bos/eos. The image id is never produced from text (the
+    word splitter drops ``<``/``>``): ``build_inputs`` places it by id, once per patch."""
+
+    def __init__(self, words: WordTokenizer) -> None:
+        self.words = words
+        self.pad_id, self.unk_id = words.pad_id, words.unk_id
+        self.bos_id, self.eos_id = words.sot_id, words.eot_id
+        self.image_token_id = words.vocab_size
+        self.vocab_size = words.vocab_size + 1
+
+    @classmethod
+    def build(cls, texts: Iterable[str], prompts: Mapping[str, str] = PROMPTS) -> "LlavaWordTokenizer":
+        """A vocabulary of the words in ``texts`` and in the prompt templates."""
+        templates = [p.replace("{text}", " ") for p in prompts.values()]
+        return cls(WordTokenizer.build([*texts, *templates]))
+
+    def encode(self, text: str) -> list[int]:
+        index = self.words.index
+        return [index.get(w, self.unk_id) for w in split_words(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        words = []
+        for i in (int(v) for v in ids):
+            if i == self.eos_id:
+                break
+            if i in (self.pad_id, self.bos_id, self.image_token_id):
+                continue
+            words.append(self.words.vocab[i] if 0 <= i < len(self.words.vocab) else UNK)
+        return " ".join(words)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``vlmtl_tokenizer.json`` into the folder ``path`` (the image id is implied)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.words.save(path / WORD_TOKENIZER_FILE)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LlavaWordTokenizer":
+        path = Path(path)
+        return cls(WordTokenizer.load(path / WORD_TOKENIZER_FILE if path.is_dir() else path))
+
+
+class HFLlavaTokenizer:
+    """A transformers tokenizer behind the same small interface (for real checkpoints)."""
+
+    def __init__(self, tokenizer, image_token_id: int) -> None:
+        self.tokenizer = tokenizer
+        self.image_token_id = int(image_token_id)
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        if self.eos_id is None:
+            raise ValueError("the tokenizer has no eos token: generation could not stop")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.tokenizer.decode([i for i in ids if i != self.image_token_id], skip_special_tokens=True).strip()
+
+    def save(self, path: str | Path) -> None:
+        self.tokenizer.save_pretrained(path)
+
+
+# --------------------------------------------------------------------------- prompts and inputs
+
+
+def format_prompt(task: str, text: str = "", prompts: Mapping[str, str] = PROMPTS) -> str:
+    """The task's prompt template filled with the sample's text (the question for vqa)."""
+    if task not in prompts:
+        raise ValueError(f"no prompt template for task {task!r}; templates exist for {sorted(prompts)}")
+    return prompts[task].format(text=text)
+
+
+def sample_prompts(samples: Sequence, prompts: Mapping[str, str] = PROMPTS) -> tuple[list[str], list[str]]:
+    """(prompts, targets) for ``vlmtl.data.Sample`` records: the majority answer of a vqa
+    question, the caption itself for a caption sample."""
+    from vlmtl.data.answers import majority_answer
+
+    texts, targets = [], []
+    for sample in samples:
+        texts.append(format_prompt(sample.task, sample.text, prompts))
+        targets.append(majority_answer(sample.answers) if sample.task == "vqa" else sample.text)
+    return texts, targets
+
+
+def build_inputs(
+    prompts: Sequence[str],
+    targets: Sequence[str] | None,
+    tokenizer: LlavaTokenizer,
+    num_image_tokens: int,
+    padding_side: str | None = None,
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Token ids ``[bos] <image>×num_image_tokens prompt [target eos]`` per sample.
+
+    With ``targets`` (training) ``labels`` keep the target and eos and are -100 elsewhere
+    (bos, image, prompt, padding); without (generation) there are no labels. Padding goes
+    right for training and left for generation (new tokens must follow every prompt
+    directly) unless ``padding_side`` says otherwise. ``max_length`` cuts text from the
+    end, never an image token."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, one per sample")
+    if targets is not None and len(targets) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    if not prompts:
+        raise ValueError("no prompts given")
+    if num_image_tokens <= 0:
+        raise ValueError(f"num_image_tokens must be positive, got {num_image_tokens}")
+    padding_side = padding_side or ("right" if targets is not None else "left")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+
+    head = ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + [tokenizer.image_token_id] * num_image_tokens
+    rows: list[tuple[list[int], list[int]]] = []
+    for i, prompt in enumerate(prompts):
+        ids = head + tokenizer.encode(prompt)
+        labels = [IGNORE_INDEX] * len(ids)
+        if targets is not None:
+            answer = tokenizer.encode(targets[i]) + [tokenizer.eos_id]
+            ids, labels = ids + answer, labels + answer
+        if max_length is not None and len(ids) > max_length:
+            if max_length < len(head):
+                raise ValueError(f"max_length {max_length} cannot hold the {len(head)} bos and image tokens")
+            ids, labels = ids[:max_length], labels[:max_length]
+        rows.append((ids, labels))
+
+    length = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, labs) in enumerate(rows):
+        span = slice(0, len(ids)) if padding_side == "right" else slice(length - len(ids), length)
+        input_ids[row, span] = torch.tensor(ids)
+        attention_mask[row, span] = 1
+        labels[row, span] = torch.tensor(labs)
+    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if targets is not None:
+        out["labels"] = labels
+    return out
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counting only real tokens, as ``generate`` makes them, so a
+    left-padded sample sees the positions it would see alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+# --------------------------------------------------------------------------- adapter targets
+
+
+def _alternatives(names: Sequence[str]) -> str:
+    return "|".join(re.escape(n) for n in names)
+
+
+def vision_layers_used(config) -> list[int]:
+    """Vision encoder layers whose output reaches the projector. LLaVA reads
+    ``hidden_states[vision_feature_layer]`` (-2: the penultimate layer), so adapters on
+    later layers would never be used and never trained."""
+    total = config.vision_config.num_hidden_layers
+    layers = config.vision_feature_layer
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    deepest = max(layer % (total + 1) for layer in layers)  # hidden_states has total+1 entries
+    return list(range(deepest))
+
+
+def llava_target_regex(
+    config,
+    text_targets: Sequence[str] | None = None,
+    vision_targets: Sequence[str] | None = None,
+) -> str:
+    """One full-name regex for ``inject``: the decoder's projections (``text_targets``,
+    default q,k,v,o,gate,up,down) and optionally the vision tower's (``vision_targets``,
+    e.g. ``VISION_TARGETS``; only layers that feed the projector). ``[]`` or None leaves
+    the vision tower frozen; the projector and lm_head are never matched."""
+    text_targets = TEXT_TARGETS if text_targets is None else list(text_targets)
+    parts = []
+    if text_targets:
+        names = _alternatives(text_targets)
+        parts.append(rf"model\.language_model\.(?:[\w.]+\.)?layers\.\d+\.(?:[\w.]+\.)?(?:{names})")
+    if vision_targets:
+        used = vision_layers_used(config)
+        if not used:
+            raise ValueError("no vision layer feeds the projector (vision_feature_layer 0): nothing to adapt")
+        numbers, names = "|".join(str(i) for i in used), _alternatives(vision_targets)
+        parts.append(rf"model\.vision_tower\.(?:[\w.]+\.)?layers\.(?:{numbers})\.(?:[\w.]+\.)?(?:{names})")
+    if not parts:
+        raise ValueError("no target modules: give text_targets or vision_targets")
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def expand_task_ids(routing: TaskRouting, expand: int) -> int | torch.Tensor:
+    """Task ids for a batch that ``generate`` grew to B*expand rows. transformers expands
+    with ``repeat_interleave`` (rows i*expand ... i*expand+expand-1 are sample i's beams),
+    so the ids must be expanded the same way; ``repeat`` would give beams other samples' tasks."""
+    if routing.ids is None:
+        return routing.uniform
+    return routing.ids.repeat_interleave(expand) if expand > 1 else routing.ids
+
+
+class MultiTaskLlava(nn.Module):
+    """A LLaVA model with (MTL-)LoRA injected, whose ``forward`` and ``generate`` take
+    ``task_ids`` (one task for the batch, or one per sample: a batch may mix tasks).
+
+    ``config`` None leaves the backbone frozen (only the projector, if ``train_projector``).
+    ``train_projector`` (default True, as in LLaVA-1.5's LoRA recipe) keeps the shared
+    multimodal projector trainable; its weights are then saved with the adapters."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: LlavaTokenizer,
+        config: AdapterConfig | None = None,
+        tasks: Sequence[str] | None = None,
+        train_projector: bool = True,
+        prompts: Mapping[str, str] = PROMPTS,
+    ) -> None:
+        super().__init__()
+        existing = getattr(model, CONFIG_ATTR, None)  # adapters already in (e.g. load_adapters)
+        if existing is not None and config is not None and existing.to_dict() != config.to_dict():
+            raise ValueError("the model already holds adapters with another config")
+        config = existing or config
+        if config is None and not tasks:
+            raise ValueError("give an adapter config or the task names")
+        if config is not None and tasks is not None and list(tasks) != list(config.tasks):
+            raise ValueError(f"tasks {list(tasks)} differ from the adapter config's {config.tasks}")
+        self.tasks = list(config.tasks if config is not None else tasks)
+        if config is None:
+            model.requires_grad_(False)
+        elif existing is None:
+            inject(model, config)
+        model.model.multi_modal_projector.requires_grad_(bool(train_projector))
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = dict(prompts)
+        if tokenizer.vocab_size > model.config.text_config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} ids, the model's vocabulary only "
+                f"{model.config.text_config.vocab_size}"
+            )
+        if tokenizer.image_token_id != model.config.image_token_id:
+            raise ValueError(
+                f"tokenizer image token {tokenizer.image_token_id} != "
+                f"model image_token_id {model.config.image_token_id}"
+            )
+
+    @property
+    def num_image_tokens(self) -> int:
+        return num_image_tokens(self.model.config)
+
+    @property
+    def routed(self) -> bool:
+        return next(routed_layers(self.model), None) is not None
+
+    def resolve(self, task_ids: TaskIds, batch: int) -> TaskRouting:
+        """Validate ids up front (unknown task, or a count that is not the batch), with or
+        without routed layers, so plain LoRA rejects the same inputs."""
+        routing = resolve_task_ids(task_ids, self.tasks, len(self.tasks))
+        if routing.batch_size is not None and routing.batch_size != batch:
+            raise ValueError(f"got {routing.batch_size} task ids for a batch of {batch} samples")
+        return routing
+
+    def check_image_tokens(self, input_ids: torch.Tensor) -> None:
+        """Every row must hold exactly ``num_image_tokens`` image ids (one per image
+        feature), else LLaVA would scatter features into the wrong places or fail deep inside."""
+        counts = (input_ids == self.model.config.image_token_id).sum(dim=1)
+        expected = self.num_image_tokens
+        if bool((counts != expected).any()):
+            raise ValueError(
+                f"each row needs {expected} image tokens (one per image patch feature), got {counts.tolist()}; "
+                "build inputs with build_inputs(..., num_image_tokens=model.num_image_tokens)"
+            )
+
+    def _route(self, task_ids: int | torch.Tensor | None):
+        return use_tasks(self.model, task_ids) if self.routed and task_ids is not None else nullcontext()
+
+    def _ids(self, routing: TaskRouting) -> int | torch.Tensor:
+        return routing.uniform if routing.ids is None else routing.ids
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str] | str,
+        targets: Sequence[str] | None = None,
+        padding_side: str | None = None,
+        max_length: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``build_inputs`` with each sample's prompt template (``texts`` are questions for vqa)."""
+        tasks = [tasks] * len(texts) if isinstance(tasks, str) else list(tasks)
+        if len(tasks) != len(texts):
+            raise ValueError(f"{len(tasks)} tasks for {len(texts)} texts")
+        prompts = [format_prompt(t, x, self.prompts) for t, x in zip(tasks, texts)]
+        return build_inputs(prompts, targets, self.tokenizer, self.num_image_tokens, padding_side, max_length)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task_ids: TaskIds | None = None,
+        **kwargs,
+    ):
+        """The HF output (``.loss`` when ``labels`` are given, ``.logits``), every adapter
+        using its sample's task."""
+        if task_ids is None:
+            raise ValueError("MultiTaskLlava.forward needs task_ids= (a task, or one per sample)")
+        batch = int(input_ids.shape[0])
+        if pixel_values.shape[0] != batch:
+            raise ValueError(f"{pixel_values.shape[0]} images for {batch} token rows")
+        routing = self.resolve(task_ids, batch)
+        self.check_image_tokens(input_ids)
+        if attention_mask is not None and "position_ids" not in kwargs:
+            kwargs["position_ids"] = positions_from_mask(attention_mask)
+        with self._route(self._ids(routing)):
+            return self.model(
+                pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs
+            )
+
+    def embed_inputs(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the projected image features scattered into the image
+        positions, as ``LlavaModel.forward`` does (and with its count check)."""
+        inner = self.model.model
+        embeds = self.model.get_input_embeddings()(input_ids)
+        features = self.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+        features = torch.cat(list(features), dim=0).to(embeds.device, embeds.dtype)
+        mask = inner.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
+        return embeds.masked_scatter(mask, features)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor,
+        task_ids: TaskIds,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        texts: Sequence[str] | None = None,
+        num_beams: int = 1,
+        max_new_tokens: int = 16,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """New token ids (B·num_return_sequences × T, pad after eos) for left-padded
+        prompts (``input_ids``; or ``texts`` formatted with each sample's task template).
+
+        Routing: the image features are computed here first, on the B real rows with
+        the per-sample ids; HF ``generate`` then runs on ``inputs_embeds`` and expands the
+        batch to B·k rows (k = max(num_beams, num_return_sequences)) with
+        ``repeat_interleave``, so the decoder is routed with the ids expanded the same way
+        (``expand_task_ids``) and every layer still checks rows == ids. Call ``.eval()``
+        first if the adapters have dropout."""
+        batch = int(pixel_values.shape[0])
+        routing = self.resolve(task_ids, batch)
+        if input_ids is None:
+            if texts is None:
+                raise ValueError("give input_ids (left-padded prompts) or texts")
+            if routing.ids is None:
+                tasks = [self.tasks[routing.uniform]] * batch
+            else:
+                tasks = [self.tasks[i] for i in routing.ids.tolist()]
+            encoded = self.encode(list(texts), tasks, padding_side="left")
+            input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        device = pixel_values.device
+        input_ids = input_ids.to(device)
+        if input_ids.shape[0] != batch:
+            raise ValueError(f"{input_ids.shape[0]} prompts for {batch} images")
+        self.check_image_tokens(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(device)
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("prompts must be left-padded for generation (a row ends in padding)")
+
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(
+            num_beams=num_beams, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_id,
+            eos_token_id=self.tokenizer.eos_id, bos_token_id=self.tokenizer.bos_id, **generate_kwargs,
+        )
+        expand = max(int(config.num_beams), int(config.num_return_sequences or 1))
+        with self._route(self._ids(routing)):
+            embeds = self.embed_inputs(pixel_values, input_ids)
+        with self._route(expand_task_ids(routing, expand)):
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=config)
+        return out.sequences if hasattr(out, "sequences") else out
+
+    def generate_text(self, pixel_values: torch.Tensor, task_ids: TaskIds, **kwargs) -> list[str]:
+        """``generate`` decoded to strings (text up to eos)."""
+        return [self.tokenizer.decode(row) for row in self.generate(pixel_values, task_ids, **kwargs).tolist()]
+
+
+def create_multitask_llava(
+    tasks: Sequence[str] = ("vqa", "caption"),
+    method: str = "mtl_lora",
+    model_dir: str | Path | None = None,
+    model: nn.Module | None = None,
+    tokenizer: LlavaTokenizer | None = None,
+    text_targets: Sequence[str] | None = None,
+    vision_targets: Sequence[str] | None = None,
+    train_projector: bool = True,
+    prompts: Mapping[str, str] = PROMPTS,
+    **hparams,
+) -> MultiTaskLlava:
+    """Load (``model_dir``) or take (``model`` + ``tokenizer``) a LLaVA and adapt it.
+
+    method: 'mtl_lora', 'lora' or 'none'; hparams: r, alpha, dropout, n_up, temperature,
+    lambda_type (as for CLIP)."""
+    if model_dir is not None:
+        if model is not None:
+            raise ValueError("give model_dir or model, not both")
+        model, loaded = load_llava(model_dir)
+        tokenizer = tokenizer or loaded
+    if model is None or tokenizer is None:
+        raise ValueError("give model_dir, or both model and tokenizer")
+    config = adapter_config(method, tasks, llava_target_regex(model.config, text_targets, vision_targets), **hparams)
+    return MultiTaskLlava(model, tokenizer, config, tasks=list(tasks), train_projector=train_projector, prompts=prompts)
+
+
+def tiny_llava_for(tokenizer: LlavaWordTokenizer, **kwargs):
+    """``build_tiny_llava`` sized and wired for a word tokenizer (ids, bos/eos/pad)."""
+    return build_tiny_llava(
+        tokenizer.vocab_size,
+        image_token_id=tokenizer.image_token_id,
+        pad_token_id=tokenizer.pad_id,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        **kwargs,
+    )
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "PROMPTS",
+    "TEXT_TARGETS",
+    "VISION_TARGETS",
+    "HFLlavaTokenizer",
+    "LlavaTokenizer",
+    "LlavaWordTokenizer",
+    "MultiTaskLlava",
+    "build_inputs",
+    "build_tiny_llava",
+    "create_multitask_llava",
+    "expand_task_ids",
+    "format_prompt",
+    "llava_target_regex",
+    "load_llava",
+    "num_image_tokens",
+    "positions_from_mask",
+    "sample_prompts",
+    "save_llava",
+    "tiny_llava_for",
+    "vision_layers_used",
+]
