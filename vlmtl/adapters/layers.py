@@ -57,7 +57,20 @@ def _param_dtype(like: torch.Tensor) -> torch.dtype:
     return like.dtype if like.is_floating_point() else torch.float32
 
 
-class AdapterLayer(nn.Module):
+class WrapsBaseLayer(nn.Module):
+    """A module standing in for ``base_layer``: attributes it lacks are read off the base,
+    as models read e.g. ``.weight.dtype`` or ``.batch_first`` off the layers they own."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+
+class AdapterLayer(WrapsBaseLayer):
     """Common part of the linear adapters: the frozen base, dropout, merge/unmerge."""
 
     def __init__(self, base: nn.Module, dropout: float) -> None:
@@ -68,14 +81,6 @@ class AdapterLayer(nn.Module):
         self.merged_task: int | None = None
         self._unmerged_weight: torch.Tensor | None = None
 
-    def __getattr__(self, name: str):
-        # Models read attributes such as ``.weight.dtype`` off the layers they own.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
 
     @property
     def merged(self) -> bool:
@@ -313,7 +318,7 @@ class MTLoRALinear(AdapterLayer):
         )
 
 
-class AdaptedMultiheadAttention(nn.Module):
+class AdaptedMultiheadAttention(WrapsBaseLayer):
     """``nn.MultiheadAttention`` with adapters on its fused q/k/v input projection
     (``in_proj``) and/or its output projection (``out_proj``).
 
@@ -333,13 +338,6 @@ class AdaptedMultiheadAttention(nn.Module):
         self.in_proj = make_adapter(in_proj) if adapt_in else in_proj
         self.out_proj = make_adapter(base.out_proj) if adapt_out else base.out_proj
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
 
     def forward(
         self,

@@ -216,11 +216,13 @@ def read_normals_valid_classes(root: str | Path) -> frozenset[int] | None:
     try:
         cls_nyu = json.loads(nyu_path.read_text())
         cls_context = json.loads(ctx_path.read_text())
-    except (OSError, ValueError) as e:
+        if not isinstance(cls_nyu, list) or not isinstance(cls_context, dict):
+            raise ValueError("expected a JSON list of NYUD class names and a JSON object of context class: index")
+        valid = {int(cls_context[c]) for c in cls_nyu if c in cls_context and c != "unknown"}
+        if "tvmonitor" in cls_context:
+            valid.add(int(cls_context["tvmonitor"]))
+    except (OSError, ValueError, TypeError, OverflowError) as e:  # int(None), int(inf), unhashable names
         raise AnnotationLoadError(f"cannot read normals class lists {nyu_path} / {ctx_path}: {e}") from e
-    valid = {int(cls_context[c]) for c in cls_nyu if c in cls_context and c != "unknown"}
-    if "tvmonitor" in cls_context:
-        valid.add(int(cls_context["tvmonitor"]))
     return frozenset(valid)
 
 
@@ -368,7 +370,11 @@ class PascalContextMT(Dataset):
         split_file = self._folder(SPLIT_DIR) / f"{self.split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"split file not found: {split_file}")
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        try:
+            text = split_file.read_text()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"split file {split_file} is not a text file of image ids: {e}") from e
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
         if not ids:
             raise ValueError(f"split file {split_file} lists no image ids")
         return ids

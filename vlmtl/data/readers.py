@@ -46,6 +46,25 @@ def require_list(obj: dict[str, Any], key: str, path: str | Path, where: str) ->
     return value
 
 
+def require_id(obj: dict[str, Any], key: str, path: str | Path, where: str) -> int | str:
+    """An id used as a dict key must be an int or a string (a list or null is unhashable or ambiguous)."""
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{path}: {where} key {key!r} should be an integer or a string, got {value!r}")
+    return value
+
+
+def require_int(obj: dict[str, Any], key: str, path: str | Path, where: str) -> int:
+    """An integer, also written as a string ("42") or a whole float (42.0)."""
+    value = obj[key]
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {where} key {key!r} should be an integer, got {value!r}") from None
+
+
 def read_vqav2(
     questions_json: str | Path,
     annotations_json: str | Path,
@@ -66,29 +85,36 @@ def read_vqav2(
         where = f"annotations[{i}]"
         require_keys(ann, ("question_id", "image_id", "answers"), annotations_json, where)
         answers = require_list(ann, "answers", annotations_json, where)
-        for j, a in enumerate(answers):
-            require_keys(a, ("answer",), annotations_json, f"{where}.answers[{j}]")
-        by_qid[ann["question_id"]] = [str(a["answer"]) for a in answers]
+        if not answers:
+            raise ValueError(f"{annotations_json}: {where} has an empty 'answers' list")
+        qid = require_id(ann, "question_id", annotations_json, where)
+        by_qid[qid] = [_answer_text(a, annotations_json, f"{where}.answers[{j}]") for j, a in enumerate(answers)]
 
     image_dir = Path(image_dir)
     samples = []
     for i, q in enumerate(require_list(questions_doc, "questions", questions_json, "top level")):
-        require_keys(q, ("image_id", "question", "question_id"), questions_json, f"questions[{i}]")
-        qid = q["question_id"]
+        where = f"questions[{i}]"
+        require_keys(q, ("image_id", "question", "question_id"), questions_json, where)
+        qid = require_id(q, "question_id", questions_json, where)
         if qid not in by_qid:
             raise ValueError(f"{annotations_json}: no annotation for question_id {qid} of {questions_json}")
-        image = image_dir / image_pattern.format(split=split, image_id=int(q["image_id"]))
-        samples.append(
-            Sample(
-                task="vqa",
-                image=str(image),
-                image_id=str(q["image_id"]),
-                text=q["question"],
-                answers=by_qid[qid],
-                sample_id=str(qid),
-            )
-        )
+        image_id = require_int(q, "image_id", questions_json, where)
+        image = image_dir / image_pattern.format(split=split, image_id=image_id)
+        try:
+            sample = Sample(task="vqa", image=str(image), image_id=str(image_id), text=q["question"],
+                            answers=by_qid[qid], sample_id=str(qid))
+        except ValueError as e:
+            raise ValueError(f"{questions_json}: {where}: {e}") from e
+        samples.append(sample)
     return samples
+
+
+def _answer_text(answer: Any, path: str | Path, where: str) -> str:
+    """One human answer; a number is read as its text ("2"), null or a list is an error."""
+    value = require_keys(answer, ("answer",), path, where)["answer"]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{path}: {where} 'answer' should be a string, got {type(value).__name__}")
+    return str(value)
 
 
 def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str, task: str) -> list[Sample]:
@@ -113,15 +139,17 @@ def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str, task
     for i, entry in enumerate(require_list(doc, "images", json_path, "top level")):
         where = f"images[{i}]"
         require_keys(entry, ("filename", "imgid", "split", "sentences"), json_path, where)
+        if not isinstance(entry["split"], str):
+            raise ValueError(f"{json_path}: {where} key 'split' should be a string, got {entry['split']!r}")
         if entry["split"] not in wanted:
             continue
         sentences = require_list(entry, "sentences", json_path, where)
-        raws = []
-        for j, s in enumerate(sentences):
-            require_keys(s, ("raw",), json_path, f"{where}.sentences[{j}]")
-            raw = str(s["raw"]).strip() or " ".join(s.get("tokens", []))
-            raws.append(raw)
-        image = image_dir / entry.get("filepath", "") / entry["filename"]
+        raws = [_sentence_text(s, json_path, f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
+        filepath, filename = entry.get("filepath", ""), entry["filename"]
+        if not isinstance(filepath, str) or not isinstance(filename, str) or not filename:
+            raise ValueError(f"{json_path}: {where} 'filepath' and 'filename' should be strings, "
+                             f"got {filepath!r} and {filename!r}")
+        image = image_dir / filepath / filename
         image_id = str(entry.get("cocoid", entry["imgid"]))
         for j, (s, raw) in enumerate(zip(sentences, raws)):
             sent_id = s.get("sentid", f"{entry['imgid']}_{j}")
@@ -138,6 +166,19 @@ def read_karpathy(json_path: str | Path, image_dir: str | Path, split: str, task
     return samples
 
 
+def _sentence_text(sentence: Any, path: str | Path, where: str) -> str:
+    """The stripped ``raw`` text, or the joined ``tokens`` when ``raw`` is blank."""
+    raw = require_keys(sentence, ("raw",), path, where)["raw"]
+    if not isinstance(raw, str):
+        raise ValueError(f"{path}: {where} key 'raw' should be a string, got {type(raw).__name__}")
+    tokens = sentence.get("tokens", [])
+    if not raw.strip() and isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+        raw = " ".join(tokens)
+    if not raw.strip():
+        raise ValueError(f"{path}: {where} has empty text (blank 'raw' and no 'tokens')")
+    return raw.strip()
+
+
 def read_jsonl(path: str | Path, image_dir: str | Path) -> list[Sample]:
     """One JSON object per line: ``{"image", "task", "text", "answers"?, "references"?,
     "image_id"?, "id"?}``; ``image`` is relative to ``image_dir``. Blank lines are
@@ -149,8 +190,12 @@ def read_jsonl(path: str | Path, image_dir: str | Path) -> list[Sample]:
         raise FileNotFoundError(f"JSONL file not found: {path}")
     image_dir = Path(image_dir)
     samples = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:  # bytes, so a bad byte is reported with its line number
+        for lineno, data in enumerate(f, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}: not valid UTF-8 ({e})") from e
             if not line.strip():
                 continue
             try:
@@ -166,6 +211,8 @@ def _jsonl_sample(obj: Any, image_dir: Path, lineno: int) -> Sample:
     missing = [k for k in ("image", "task", "text") if k not in obj]
     if missing:
         raise ValueError(f"missing key(s) {missing}")
+    if not isinstance(obj["image"], str):
+        raise ValueError(f"'image' must be a path string, got {type(obj['image']).__name__}")
     return Sample(
         task=obj["task"],
         image=str(image_dir / obj["image"]),

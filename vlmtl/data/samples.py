@@ -48,7 +48,10 @@ class Sample:
         check_task(self.task, where=f"sample {name}")
         if not isinstance(self.image, str) or not self.image:
             raise ValueError(f"sample {name}: 'image' must be a non-empty path string, got {self.image!r}")
-        if not isinstance(self.text, str) or not self.text.strip():
+        if not isinstance(self.text, str):
+            kind = type(self.text).__name__
+            raise ValueError(f"sample {name} ({self.task}): 'text' must be a non-empty string, got {kind}")
+        if not self.text.strip():
             raise ValueError(f"sample {name} ({self.task}): empty text")
         if self.answers is not None:
             self.answers = _string_list(self.answers, "answers", name)

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,22 @@ _NAME = re.compile(r"checkpoint-(\d+)\.pt$")
 BEST_FILE = "best.json"
 # Options that may change between a run and its resumption (they do not alter the result).
 RESUMABLE_CHANGES = {"output", "resume", "workers", "log_every", "keep_last", "save_every"}
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must restore besides tensors: where the run is and what it saw."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    bad_images: int = 0
+    nonfinite_skipped: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many non-finite losses in a row (each one is skipped and counted)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -103,3 +120,50 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], source: Pa
         shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(differing.items())[:5])
         raise ValueError(f"checkpoint {source} comes from another config ({shown}); "
                          "use another --output, or --resume never to start over")
+
+
+def find_resume_checkpoint(resume: str, folder: Path) -> Path | None:
+    """``resume`` is "never", "auto" (the newest checkpoint in ``folder``, if any) or a path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = checkpoints(folder)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+    return path
+
+
+def training_state(config: dict[str, Any], model: nn.Module, optimizer, scheduler, scaler, sampler,
+                   progress: Progress) -> dict[str, Any]:
+    """The checkpoint document shared by the trainers (they may add keys)."""
+    return {
+        "step": progress.step,
+        "progress": dict(vars(progress)),
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "sampler": sampler.state_dict(batches_done=progress.batches_in_epoch),
+        "rng": rng_state(),
+        "config": config,
+    }
+
+
+def restore_training_state(path: Path, config: dict[str, Any], model: nn.Module, optimizer, scheduler, scaler,
+                           sampler, progress: Progress) -> dict[str, Any]:
+    """Load ``path`` into everything :func:`training_state` saved; returns the document."""
+    state = load_checkpoint(path)
+    check_same_config(state["config"], config, path)
+    load_trainable_state(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") is not None and scaler is not None:
+        scaler.load_state_dict(state["scaler"])
+    sampler.load_state_dict(state["sampler"])
+    for key, value in state["progress"].items():
+        setattr(progress, key, value)
+    set_rng_state(state["rng"])
+    logger.info("resumed from %s at step %d", path, progress.step)
+    return state

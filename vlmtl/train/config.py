@@ -14,8 +14,37 @@ from vlmtl.data import STRATEGIES, TASKS
 METHODS = ("mtl_lora", "lora", "none")
 
 
+class YamlConfig:
+    """Options as a dataclass: defaults < a YAML file < overrides (flags); saved as YAML."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_sources(cls, yaml_path: str | Path | None = None, **overrides: Any):
+        """Defaults, then the YAML file, then every override that is not None."""
+        values: dict[str, Any] = {}
+        if yaml_path is not None:
+            path = Path(yaml_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path} must hold a mapping of option: value")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}" + (f" in {yaml_path}" if yaml_path else ""))
+        return cls(**values)
+
+
 @dataclass
-class VLTrainConfig:
+class VLTrainConfig(YamlConfig):
     # what to train
     tasks: list[str] = field(default_factory=lambda: ["vqa", "retrieval"])
     method: str = "mtl_lora"
@@ -91,28 +120,3 @@ class VLTrainConfig:
             raise ValueError(f"unknown data {self.data!r}; choose 'synthetic', 'jsonl' or 'vqav2_karpathy'")
         if self.max_steps <= 0 or self.batch_size <= 0:
             raise ValueError("max_steps and batch_size must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_sources(cls, yaml_path: str | Path | None = None, **overrides: Any) -> "VLTrainConfig":
-        """Defaults, then the YAML file, then every override that is not None."""
-        values: dict[str, Any] = {}
-        if yaml_path is not None:
-            path = Path(yaml_path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file not found: {path}")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path} must hold a mapping of option: value")
-            values.update(loaded)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}" + (f" in {yaml_path}" if yaml_path else ""))
-        return cls(**values)

@@ -7,16 +7,14 @@ Defaults are the paper's recipe (Swin-T at 448, AdamW wd 0.05, lr 5e-4·batch/51
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from vlmtl.heads.dense import DENSE_TASKS, LOSS_WEIGHTS
 from vlmtl.metrics.dense import PAPER_SINGLE_TASK
 from vlmtl.models.swin_mtlora import DEFAULT_SWIN, METHODS
+
+from .config import YamlConfig
 
 BASE_LR = 5e-4  # per 512 images (the Swin / MTLoRA linear scaling rule)
 SYNTHETIC = "synthetic"
@@ -28,7 +26,7 @@ def default_lr(batch_size: int) -> float:
 
 
 @dataclass
-class DenseTrainConfig:
+class DenseTrainConfig(YamlConfig):
     # model
     backbone: str = DEFAULT_SWIN  # a timm SwinTransformer name
     pretrained: str | None = None  # None: random init; or a local Swin checkpoint (timm or Microsoft layout)
@@ -105,28 +103,3 @@ class DenseTrainConfig:
     def steps_for(self, batches_per_epoch: int) -> int:
         """Total optimizer steps: ``max_steps`` when set, else ``epochs`` full epochs."""
         return self.max_steps if self.max_steps is not None else self.epochs * max(1, batches_per_epoch)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_sources(cls, yaml_path: str | Path | None = None, **overrides: Any) -> "DenseTrainConfig":
-        """Defaults, then the YAML file, then every override that is not None."""
-        values: dict[str, Any] = {}
-        if yaml_path is not None:
-            path = Path(yaml_path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file not found: {path}")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path} must hold a mapping of option: value")
-            values.update(loaded)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}" + (f" in {yaml_path}" if yaml_path else ""))
-        return cls(**values)

@@ -36,7 +36,8 @@ from . import checkpoint as ckpt
 from .dense_config import SYNTHETIC, DenseTrainConfig
 from .dense_eval import evaluate_dense
 from .plots import plot_training_curves
-from .vl_trainer import NonFiniteLossError, Progress, cosine_with_warmup
+from .checkpoint import NonFiniteLossError, Progress
+from .vl_trainer import cosine_with_warmup
 
 logger = logging.getLogger(__name__)
 
@@ -320,52 +321,25 @@ def _train_loop(cfg, accelerator, model, criterion, optimizer, scheduler, loader
 def _save(cfg, accelerator, model, optimizer, scheduler, sampler, progress: Progress, speed: _Throughput,
           folder: Path, score: float) -> None:
     unwrapped = accelerator.unwrap_model(model)
-    state = {
-        "step": progress.step,
-        "progress": dict(vars(progress)),
-        "model": ckpt.trainable_state(unwrapped),
-        "buffers": _buffers(unwrapped),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "sampler": sampler.state_dict(batches_done=progress.batches_in_epoch),
-        "rng": ckpt.rng_state(),
-        "config": cfg.to_dict(),
-        "step_times": list(speed.steps),  # training speed survives a resume
-    }
+    state = ckpt.training_state(cfg.to_dict(), unwrapped, optimizer, scheduler, accelerator.scaler, sampler,
+                                progress)
+    state["buffers"] = _buffers(unwrapped)  # BatchNorm statistics of the decoders
+    state["step_times"] = list(speed.steps)  # training speed survives a resume
     ckpt.save_checkpoint(folder, progress.step, state, score, cfg.keep_last)
 
 
 def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, sampler,
                   progress: Progress, speed: _Throughput) -> Path | None:
-    if cfg.resume == "never":
+    path = ckpt.find_resume_checkpoint(cfg.resume, folder)
+    if path is None:
         return None
-    if cfg.resume == "auto":
-        found = ckpt.checkpoints(folder)
-        if not found:
-            return None
-        path = found[-1]
-    else:
-        path = Path(cfg.resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
-    state = ckpt.load_checkpoint(path)
-    ckpt.check_same_config(state["config"], cfg.to_dict(), path)
-    ckpt.load_trainable_state(model, state["model"], path)
+    state = ckpt.restore_training_state(path, cfg.to_dict(), model, optimizer, scheduler, accelerator.scaler,
+                                        sampler, progress)
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, tensor in state.get("buffers", {}).items():
             buffers[name].copy_(tensor)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state.get("scaler") is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(state["scaler"])
-    sampler.load_state_dict(state["sampler"])
-    for key, value in state["progress"].items():
-        setattr(progress, key, value)
     speed.steps = [tuple(x) for x in state.get("step_times", [])]
-    ckpt.set_rng_state(state["rng"])
-    logger.info("resumed from %s at step %d", path, progress.step)
     return path
 
 

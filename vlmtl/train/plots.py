@@ -34,6 +34,8 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "")
         color = f"C{i}"
         ax_loss.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
         ax_loss.plot(steps, _smooth(list(values), max(1, len(values) // 25)), color=color, label=key)
+    if all(row[k] > 0 for row in history for k in keys if k in row):
+        ax_loss.set_yscale("log")  # task losses differ by orders of magnitude
     ax_loss.set_ylabel("loss")
     ax_loss.legend(loc="upper right")
     ax_loss.grid(alpha=0.3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 from vlmtl.data import Sample, read_jsonl, read_karpathy, read_vqav2, write_synthetic_dataset
@@ -50,6 +51,9 @@ def load_samples(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:
     else:
         train, val = _read_public(cfg)
         source = "VQAv2 + Karpathy files"
+    left_out = Counter(s.task for s in (*train, *val) if s.task not in cfg.tasks)
+    if left_out:
+        logger.info("left out samples of tasks not in this run's tasks %s: %s", cfg.tasks, dict(left_out))
     train = [s for s in train if s.task in cfg.tasks]
     val = [s for s in val if s.task in cfg.tasks]
     for task in cfg.tasks:

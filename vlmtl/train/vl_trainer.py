@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from vlmtl.metrics import normalize_answer
 from vlmtl.models import DEFAULT_CLIP, create_multitask_clip
 
 from . import checkpoint as ckpt
+from .checkpoint import NonFiniteLossError, Progress
 from .config import VLTrainConfig
 from .plots import plot_training_curves
 from .vl_data import load_samples
@@ -56,22 +56,6 @@ def cosine_with_warmup(total: int, warmup_ratio: float):
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     return factor
-
-
-@dataclass
-class Progress:
-    """What a checkpoint must restore besides tensors: where the run is and what it saw."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    bad_images: int = 0
-    nonfinite_skipped: int = 0
-    history: list[dict] = field(default_factory=list)
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def train_vl(cfg: VLTrainConfig) -> dict:
@@ -213,45 +197,17 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def _save(cfg, accelerator, model, optimizer, scheduler, sampler, progress: Progress, folder: Path,
           score: float) -> None:
-    state = {
-        "step": progress.step,
-        "progress": {k: v for k, v in vars(progress).items()},
-        "model": ckpt.trainable_state(accelerator.unwrap_model(model)),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "sampler": sampler.state_dict(batches_done=progress.batches_in_epoch),
-        "rng": ckpt.rng_state(),
-        "config": cfg.to_dict(),
-    }
+    state = ckpt.training_state(cfg.to_dict(), accelerator.unwrap_model(model), optimizer, scheduler,
+                                accelerator.scaler, sampler, progress)
     ckpt.save_checkpoint(folder, progress.step, state, score, cfg.keep_last)
 
 
 def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, sampler,
                   progress: Progress) -> Path | None:
-    if cfg.resume == "never":
-        return None
-    if cfg.resume == "auto":
-        found = ckpt.checkpoints(folder)
-        if not found:
-            return None
-        path = found[-1]
-    else:
-        path = Path(cfg.resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
-    state = ckpt.load_checkpoint(path)
-    ckpt.check_same_config(state["config"], cfg.to_dict(), path)
-    ckpt.load_trainable_state(model, state["model"], path)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state.get("scaler") is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(state["scaler"])
-    sampler.load_state_dict(state["sampler"])
-    for key, value in state["progress"].items():
-        setattr(progress, key, value)
-    ckpt.set_rng_state(state["rng"])
-    logger.info("resumed from %s at step %d", path, progress.step)
+    path = ckpt.find_resume_checkpoint(cfg.resume, folder)
+    if path is not None:
+        ckpt.restore_training_state(path, cfg.to_dict(), model, optimizer, scheduler, accelerator.scaler,
+                                    sampler, progress)
     return path
 
 
