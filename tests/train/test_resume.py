@@ -97,7 +97,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(synthetic_vl, tmp_path):
     from vlmtl.train import VLTrainConfig, train_vl
-    from vlmtl.train.vl_trainer import NonFiniteLossError
+    from vlmtl.train.checkpoint import NonFiniteLossError
 
     data, model_dir = synthetic_vl
     cfg = VLTrainConfig(tasks=["vqa", "retrieval"], data="jsonl", train_file=str(data / "train.jsonl"),

@@ -36,7 +36,7 @@ from . import checkpoint as ckpt
 from .dense_config import SYNTHETIC, DenseTrainConfig
 from .dense_eval import evaluate_dense
 from .plots import plot_training_curves
-from .checkpoint import NonFiniteLossError, Progress
+from .checkpoint import Progress
 from .vl_trainer import cosine_with_warmup
 
 logger = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def _train_loop(cfg, accelerator, model, criterion, optimizer, scheduler, loader
     model.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc=f"train {cfg.method}",
                disable=not accelerator.is_main_process)
-    nonfinite_in_a_row = 0
+    guard = ckpt.NonFiniteGuard(progress, cfg.max_nonfinite)
     interval_losses: list[float] = []
     resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
     device = accelerator.device
@@ -279,18 +279,8 @@ def _train_loop(cfg, accelerator, model, criterion, optimizer, scheduler, loader
             began = time.perf_counter()
             loss, losses = criterion(model(images), targets)
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                progress.nonfinite_skipped += 1
-                nonfinite_in_a_row += 1
-                logger.warning("step %d: non-finite loss %s (%s); step skipped", progress.step + 1, loss.item(),
-                               {t: v.item() for t, v in losses.items()})
-                if nonfinite_in_a_row >= cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"{nonfinite_in_a_row} non-finite losses in a row at step {progress.step + 1}: stopping. "
-                        "Lower the learning rate, check the data, or resume from the last checkpoint."
-                    )
+            if not guard.finite(loss, losses):
                 continue
-            nonfinite_in_a_row = 0
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -24,7 +24,7 @@ from vlmtl.metrics import normalize_answer
 from vlmtl.models import DEFAULT_CLIP, create_multitask_clip
 
 from . import checkpoint as ckpt
-from .checkpoint import NonFiniteLossError, Progress
+from .checkpoint import Progress
 from .config import VLTrainConfig
 from .plots import plot_training_curves
 from .vl_data import load_samples
@@ -137,7 +137,7 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, p
     model.train()
     bar = tqdm(total=cfg.max_steps, initial=progress.step, desc=f"train {cfg.method}",
                disable=not accelerator.is_main_process)
-    nonfinite_in_a_row = 0
+    guard = ckpt.NonFiniteGuard(progress, cfg.max_nonfinite)
     interval_losses: list[float] = []
     resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
     while progress.step < cfg.max_steps:
@@ -153,18 +153,8 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, p
             losses = model(batch)
             loss = sum(cfg.loss_weights.get(t, 1.0) * value for t, value in losses.items())
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                progress.nonfinite_skipped += 1
-                nonfinite_in_a_row += 1
-                logger.warning("step %d: non-finite loss %s (%s); step skipped", progress.step + 1,
-                               loss.item(), {t: v.item() for t, v in losses.items()})
-                if nonfinite_in_a_row >= cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"{nonfinite_in_a_row} non-finite losses in a row at step {progress.step + 1}: stopping. "
-                        "Lower the learning rate, check the data, or resume from the last checkpoint."
-                    )
+            if not guard.finite(loss, losses):
                 continue
-            nonfinite_in_a_row = 0
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
