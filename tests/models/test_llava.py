@@ -8,13 +8,9 @@ import torch
 from vlmtl.adapters import MTLLoRAConfig, load_adapters, save_adapters, use_tasks
 from vlmtl.models import llava as llava_module
 from vlmtl.models.llava import (
-    IGNORE_INDEX,
     VISION_TARGETS,
-    LlavaWordTokenizer,
     MultiTaskLlava,
-    build_inputs,
     create_multitask_llava,
-    format_prompt,
     llava_target_regex,
     load_llava,
     num_image_tokens,
@@ -22,6 +18,7 @@ from vlmtl.models.llava import (
     tiny_llava_for,
     vision_layers_used,
 )
+from vlmtl.models.llava_text import IGNORE_INDEX, LlavaWordTokenizer, build_inputs, format_prompt
 
 TASKS = ("vqa", "caption")
 TEXTS = ["what color is the cube", "a red cube on a table", "how many balls are there"]
