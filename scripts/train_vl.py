@@ -1,13 +1,16 @@
-"""Multi-task vision-language training: MTL-LoRA (or LoRA, or none) in both CLIP towers.
+"""Multi-task vision-language training: MTL-LoRA (or LoRA, or none) in both CLIP towers,
+or in the decoder of a LLaVA that answers and captions by generation.
 
     python scripts/train_vl.py --tasks vqa,retrieval
     python scripts/train_vl.py --tasks vqa,retrieval,caption --method lora --output runs/lora
-    python scripts/train_vl.py --config configs/vl_mtl_lora.yaml --max-steps 100
+    python scripts/train_vl.py --model llava --tasks vqa,caption --output runs/llava
+    python scripts/train_vl.py --config configs/vl_default.yaml --max-steps 100
 
-Defaults: the embedded base model (assets/vlmtl-tiny-clip) and the procedurally generated
-data set (written once to ~/.cache/vlmtl). Writes to --output: adapters/ (the core's format),
-heads.safetensors, answer_vocab.json, metrics.json, config.yaml (the resolved config),
-train_log.jsonl and training_curves.png. Prints the per-task validation metrics.
+Defaults: the embedded base model (assets/vlmtl-tiny-clip; with --model llava
+assets/vlmtl-tiny-llava and configs/vl_llava.yaml) and the procedurally generated data set
+(written once to ~/.cache/vlmtl). Writes to --output: adapters/ (the core's format),
+heads.safetensors and answer_vocab.json (CLIP), metrics.json, config.yaml (the resolved
+config), train_log.jsonl and training_curves.png. Prints the per-task validation metrics.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vl_default.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG = CONFIGS / "vl_default.yaml"
+DEFAULT_LLAVA_CONFIG = CONFIGS / "vl_llava.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> VLTrainConfig:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file of options (flags override it)")
+    parser.add_argument("--config", help="YAML file of options (flags override it); default: "
+                        "configs/vl_default.yaml, or configs/vl_llava.yaml with --model/--backbone llava")
     parser.add_argument("--tasks", help="comma-separated: vqa,retrieval,caption")
     parser.add_argument("--method", choices=["mtl_lora", "lora", "none"])
     parser.add_argument("--output")
@@ -35,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> VLTrainConfig:
     parser.add_argument("--max-steps", type=int, dest="max_steps")
     parser.add_argument("--batch-size", type=int, dest="batch_size")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--backbone", choices=["open_clip", "hf"])
-    parser.add_argument("--model", help="open_clip model name, local-dir:PATH, or a HF folder ('default': embedded)")
+    parser.add_argument("--backbone", choices=["open_clip", "hf", "llava"])
+    parser.add_argument("--model", help="open_clip model name, local-dir:PATH, a HF CLIP or LLaVA folder "
+                        "('default': the embedded base; 'llava': the embedded LLaVA)")
     parser.add_argument("--pretrained", help="open_clip pretrained tag or local checkpoint path")
     parser.add_argument("--data", choices=["synthetic", "jsonl", "vqav2_karpathy"])
     parser.add_argument("--data-root", dest="data_root", help="where the synthetic set is written")
@@ -51,9 +58,13 @@ def parse_args(argv: list[str] | None = None) -> VLTrainConfig:
     parser.add_argument("--sampling", choices=["proportional", "uniform", "temperature", "round_robin"])
     parser.add_argument("--workers", type=int)
     parser.add_argument("--num-beams", type=int, dest="num_beams")
+    parser.add_argument("--eval-max-samples", type=int, dest="eval_max_samples", help="per task (quick checks)")
     parser.add_argument("--on-bad-image", choices=["raise", "skip"], dest="on_bad_image")
     args = vars(parser.parse_args(argv))
     config_path = args.pop("config")
+    if config_path is None:
+        llava = args["model"] == "llava" or args["backbone"] == "llava"
+        config_path = DEFAULT_LLAVA_CONFIG if llava else DEFAULT_CONFIG
     try:
         return VLTrainConfig.from_sources(config_path, **args)
     except (ValueError, FileNotFoundError) as err:

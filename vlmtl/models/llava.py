@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.inject import CONFIG_ATTR
 from vlmtl.adapters.routing import TaskIds, TaskRouting, resolve_task_ids, routed_layers
 
-from .clip import adapter_config
+from .clip import ASSETS_DIR, HFImageTransform, adapter_config
 from .llava_text import (
     PROMPTS,
     WORD_TOKENIZER_FILE,
@@ -38,6 +38,7 @@ from .llava_text import (
     positions_from_mask,
 )
 
+DEFAULT_LLAVA_DIR = ASSETS_DIR / "vlmtl-tiny-llava"  # made by scripts/pretrain_llava.py
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VISION_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
@@ -121,12 +122,26 @@ def num_image_tokens(config) -> int:
     return patches + (1 if strategy == "full" else 0)
 
 
-def save_llava(model, tokenizer: "LlavaTokenizer", path: str | Path) -> Path:
-    """``save_pretrained`` the model and write its tokenizer beside it (readable by ``load_llava``)."""
+def save_llava(model, tokenizer: LlavaTokenizer, path: str | Path, image_processor=None) -> Path:
+    """``save_pretrained`` the model and write its tokenizer (and image processor, if
+    given) beside it, readable by ``load_llava`` and ``llava_image_processor``."""
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save(path)
+    if image_processor is not None:
+        image_processor.save_pretrained(path)
     return path
+
+
+def llava_image_processor(config, local_dir: str | Path | None = None):
+    """The folder's ``CLIPImageProcessor`` (``preprocessor_config.json``, as LLaVA
+    checkpoints ship it), else one sized for the vision tower with CLIP's defaults."""
+    from transformers import CLIPImageProcessor
+
+    if local_dir is not None and (Path(local_dir) / "preprocessor_config.json").is_file():
+        return CLIPImageProcessor.from_pretrained(local_dir, local_files_only=True)
+    size = int(config.vision_config.image_size)
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 def load_llava(local_dir: str | Path):
@@ -227,6 +242,7 @@ class MultiTaskLlava(nn.Module):
         tasks: Sequence[str] | None = None,
         train_projector: bool = True,
         prompts: Mapping[str, str] = PROMPTS,
+        preprocess: Callable | None = None,
     ) -> None:
         super().__init__()
         existing = getattr(model, CONFIG_ATTR, None)  # adapters already in (e.g. load_adapters)
@@ -246,6 +262,7 @@ class MultiTaskLlava(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.prompts = dict(prompts)
+        self.preprocess = preprocess  # PIL image -> pixel values (3, H, W), if known
         if tokenizer.vocab_size > model.config.text_config.vocab_size:
             raise ValueError(
                 f"tokenizer has {tokenizer.vocab_size} ids, the model's vocabulary only "
@@ -410,9 +427,12 @@ def create_multitask_llava(
     vision_targets: Sequence[str] | None = None,
     train_projector: bool = True,
     prompts: Mapping[str, str] = PROMPTS,
+    image_processor=None,
     **hparams,
 ) -> MultiTaskLlava:
-    """Load (``model_dir``) or take (``model`` + ``tokenizer``) a LLaVA and adapt it.
+    """Load (``model_dir``: the embedded base is ``DEFAULT_LLAVA_DIR``) or take (``model``
+    + ``tokenizer``) a LLaVA and adapt it. ``.preprocess`` turns a PIL image into its
+    pixel values (the folder's image processor, or ``image_processor``).
 
     method: 'mtl_lora', 'lora' or 'none'; hparams: r, alpha, dropout, n_up, temperature,
     lambda_type (as for CLIP)."""
@@ -423,8 +443,10 @@ def create_multitask_llava(
         tokenizer = tokenizer or loaded
     if model is None or tokenizer is None:
         raise ValueError("give model_dir, or both model and tokenizer")
+    image_processor = image_processor or llava_image_processor(model.config, model_dir)
     config = adapter_config(method, tasks, llava_target_regex(model.config, text_targets, vision_targets), **hparams)
-    return MultiTaskLlava(model, tokenizer, config, tasks=list(tasks), train_projector=train_projector, prompts=prompts)
+    return MultiTaskLlava(model, tokenizer, config, tasks=list(tasks), train_projector=train_projector,
+                          prompts=prompts, preprocess=HFImageTransform(image_processor))
 
 
 def tiny_llava_for(tokenizer: LlavaWordTokenizer, **kwargs):
@@ -442,11 +464,13 @@ def tiny_llava_for(tokenizer: LlavaWordTokenizer, **kwargs):
 __all__ = [
     "TEXT_TARGETS",
     "VISION_TARGETS",
+    "DEFAULT_LLAVA_DIR",
     "MultiTaskLlava",
     "build_tiny_llava",
     "create_multitask_llava",
     "expand_task_ids",
     "llava_target_regex",
+    "llava_image_processor",
     "load_llava",
     "num_image_tokens",
     "save_llava",

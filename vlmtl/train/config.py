@@ -12,6 +12,8 @@ import yaml
 from vlmtl.data import STRATEGIES, TASKS
 
 METHODS = ("mtl_lora", "lora", "none")
+BACKBONES = ("open_clip", "hf", "llava")
+GENERATIVE_TASKS = ("vqa", "caption")  # what the LLaVA decoder answers by generation
 
 
 class YamlConfig:
@@ -48,12 +50,16 @@ class VLTrainConfig(YamlConfig):
     # what to train
     tasks: list[str] = field(default_factory=lambda: ["vqa", "retrieval"])
     method: str = "mtl_lora"
-    # backbone: open_clip (model name + pretrained tag/path, or local-dir:) or hf (a local folder)
+    # backbone: open_clip (model name + pretrained tag/path, or local-dir:), hf (a local CLIP
+    # folder) or llava (a local LlavaForConditionalGeneration folder)
     backbone: str = "open_clip"
-    model: str = "default"  # "default": the embedded base model under assets/
+    model: str = "default"  # "default": the backbone's embedded base under assets/; "llava": backbone llava
     pretrained: str | None = None
-    image_targets: list[str] | str | None = None  # None: attention + MLP of every block
+    # CLIP: None adapts attention + MLP of every block of both towers. LLaVA: text_targets
+    # are the decoder's (None: q,k,v,o,gate,up,down), image_targets the vision tower's (None: frozen)
+    image_targets: list[str] | str | None = None
     text_targets: list[str] | str | None = None
+    train_projector: bool = True  # llava: the multimodal projector trains with the adapters
     # adapters
     r: int = 8
     alpha: float = 16.0
@@ -93,6 +99,7 @@ class VLTrainConfig(YamlConfig):
     caption_layers: int = 2
     caption_heads: int = 4
     num_beams: int = 1
+    max_new_tokens: int = 48  # llava: generation length cap (captions here are at most 40 words)
     eval_max_samples: int | None = None
     log_every: int = 10
     output: str = "runs/vl"
@@ -112,6 +119,17 @@ class VLTrainConfig(YamlConfig):
             raise ValueError("tasks is empty: name at least one of " + ", ".join(TASKS))
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"a task is named twice in tasks={self.tasks}")
+        if self.model == "llava":  # shorthand: the embedded LLaVA base
+            self.backbone, self.model = "llava", "default"
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}")
+        if self.backbone == "llava":
+            other = [t for t in self.tasks if t not in GENERATIVE_TASKS]
+            if other:
+                raise ValueError(
+                    f"the LLaVA decoder answers {list(GENERATIVE_TASKS)} by generation; {other} need a CLIP "
+                    "backbone (open_clip or hf)"
+                )
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.sampling not in STRATEGIES:

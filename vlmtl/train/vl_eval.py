@@ -1,4 +1,8 @@
-"""Per-task evaluation: Recall@K (retrieval), VQA accuracy (vqa), BLEU-4 and CIDEr-D (caption)."""
+"""Per-task evaluation: Recall@K (retrieval), VQA accuracy (vqa), BLEU-4 and CIDEr-D (caption).
+
+CLIP models answer vqa with their classifier head and caption with their decoder head; a
+LLaVA generates both (greedy or beam search), its vqa answers scored like any other
+answer string (official normalisation, leave-one-out accuracy)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from torch.utils.data import DataLoader
 from vlmtl.data import AnswerVocab, MultiTaskCollator, MultiTaskDataset, Sample
 from vlmtl.metrics import bleu4, cider, recall_at_k, vqa_accuracy
 
+from .llava_model import VLLlavaModel
 from .vl_model import VLMultiTaskModel, decode_tokens
 
 
@@ -57,16 +62,9 @@ def evaluate_caption(model: VLMultiTaskModel, samples: Sequence[Sample], transfo
                      on_prediction: Callable[[str, str], None] | None = None) -> dict[str, float]:
     """Generate one caption per distinct image; BLEU-4 and CIDEr-D against all its references."""
     clip, decoder = model.clip, model.heads["caption"]
-    per_image: dict[str, Sample] = {}
-    references: dict[str, list[str]] = {}
-    for s in samples:
-        per_image.setdefault(s.image_id, s)
-        references.setdefault(s.image_id, [])
-        for ref in s.references or [s.text]:
-            if ref not in references[s.image_id]:
-                references[s.image_id].append(ref)
+    per_image, references = _one_sample_per_image(samples)
     candidates: dict[str, str] = {}
-    for batch in _loader(list(per_image.values()), transform, clip.tokenizer, batch_size, workers):
+    for batch in _loader(per_image, transform, clip.tokenizer, batch_size, workers):
         _, tokens = clip.encode_image(batch["images"].to(device), task="caption", return_tokens=True)
         generated = decoder.generate(tokens, num_beams=num_beams)
         for image_id, ids in zip(batch["image_ids"], generated.tolist()):
@@ -76,16 +74,64 @@ def evaluate_caption(model: VLMultiTaskModel, samples: Sequence[Sample], transfo
     return {"BLEU-4": 100.0 * bleu4(candidates, references), "CIDEr": 100.0 * cider(candidates, references)}
 
 
-def evaluate(model: VLMultiTaskModel, samples: Sequence[Sample], transform, answers: AnswerVocab | None,
-             num_beams: int = 1, workers: int = 0, device: torch.device | str = "cpu",
-             max_samples: int | None = None) -> dict[str, dict[str, float]]:
+def _one_sample_per_image(samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, list[str]]]:
+    """A caption is generated once per image and scored against all of that image's references."""
+    per_image: dict[str, Sample] = {}
+    references: dict[str, list[str]] = {}
+    for s in samples:
+        per_image.setdefault(s.image_id, s)
+        references.setdefault(s.image_id, [])
+        for ref in s.references or [s.text]:
+            if ref not in references[s.image_id]:
+                references[s.image_id].append(ref)
+    return list(per_image.values()), references
+
+
+@torch.no_grad()
+def evaluate_llava(model: VLLlavaModel, samples: Sequence[Sample], task: str, num_beams: int = 1,
+                   max_new_tokens: int = 48, batch_size: int = 64, workers: int = 0,
+                   device: torch.device | str = "cpu",
+                   on_prediction: Callable[[str, str], None] | None = None) -> dict[str, float]:
+    """Generated vqa answers (VQA accuracy, in percent) or captions (BLEU-4 and CIDEr-D,
+    one per distinct image), each sample prompted with its task's template."""
+    llava = model.llava
+    if task == "caption":
+        samples, references = _one_sample_per_image(samples)
+    dataset = MultiTaskDataset(samples, model.preprocess, tasks=[task])
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=model.collator(with_targets=False))
+    scores: list[float] = []
+    candidates: dict[str, str] = {}
+    for batch in loader:
+        generated = llava.generate(batch["pixel_values"].to(device), task, input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"], num_beams=num_beams,
+                                   max_new_tokens=max_new_tokens)
+        texts = [llava.tokenizer.decode(row) for row in generated.tolist()]
+        for i, text in enumerate(texts):
+            if on_prediction is not None:
+                on_prediction(batch["sample_ids"][i], text)
+            if task == "vqa":
+                scores.append(vqa_accuracy(text, batch["vqa_answers"][i]))
+            else:
+                candidates[batch["image_ids"][i]] = text
+    if task == "vqa":
+        return {"accuracy": 100.0 * sum(scores) / len(scores)}
+    return {"BLEU-4": 100.0 * bleu4(candidates, references), "CIDEr": 100.0 * cider(candidates, references)}
+
+
+def evaluate(model: VLMultiTaskModel | VLLlavaModel, samples: Sequence[Sample], transform,
+             answers: AnswerVocab | None, num_beams: int = 1, workers: int = 0, device: torch.device | str = "cpu",
+             max_samples: int | None = None, max_new_tokens: int = 48) -> dict[str, dict[str, float]]:
     """Metrics of every task of ``model`` on ``samples`` (its own task's samples each)."""
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, float]] = {}
     for task in model.tasks:
         own = [s for s in samples if s.task == task][:max_samples]
-        if task == "retrieval":
+        if isinstance(model, VLLlavaModel):
+            results[task] = evaluate_llava(model, own, task, num_beams, max_new_tokens, workers=workers,
+                                           device=device)
+        elif task == "retrieval":
             results[task] = evaluate_retrieval(model, own, transform, workers=workers, device=device)
         elif task == "vqa":
             results[task] = evaluate_vqa(model, own, transform, answers, workers=workers, device=device)

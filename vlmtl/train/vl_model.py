@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vlmtl.data import AnswerVocab, MultiTaskCollator
 from vlmtl.heads import CaptionDecoder, RetrievalHead, VQAHead
 from vlmtl.models import MultiTaskCLIP
 
@@ -60,6 +61,18 @@ class VLMultiTaskModel(nn.Module):
                 num_layers=caption_layers, num_heads=caption_heads, max_len=max_caption_len,
                 pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"],
             )
+
+    @property
+    def adapted(self) -> nn.Module:
+        """The module holding the adapters (what ``save_adapters`` writes)."""
+        return self.clip.backbone
+
+    @property
+    def preprocess(self):
+        return self.clip.preprocess
+
+    def collator(self, answers: AnswerVocab | None = None) -> MultiTaskCollator:
+        return MultiTaskCollator(self.clip.tokenizer, answers)
 
     def task_ids(self, names: Sequence[str]) -> torch.Tensor:
         return torch.tensor([self.tasks.index(n) for n in names], dtype=torch.long)

@@ -1,6 +1,10 @@
 """Multi-task vision-language training on ``accelerate``: mixed-task batches, one optimizer,
 per-task loss weights, checkpoints with exact resumption, evaluation, and the run folder
-(adapters, heads, metrics, resolved config, training curves)."""
+(adapters, heads, metrics, resolved config, training curves).
+
+Two kinds of model share the loop: a task-routed CLIP with one head per task
+(``VLMultiTaskModel``) and a task-routed LLaVA that generates answers and captions
+(``VLLlavaModel``). Both give per-task losses of a mixed batch."""
 
 from __future__ import annotations
 
@@ -13,15 +17,16 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import save_model
+from safetensors.torch import save_file, save_model
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vlmtl.adapters import count_parameters, save_adapters
 from vlmtl.adapters.io import atomic_write
-from vlmtl.data import AnswerVocab, MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset
+from vlmtl.data import AnswerVocab, MultiTaskBatchSampler, MultiTaskDataset
 from vlmtl.metrics import normalize_answer
-from vlmtl.models import DEFAULT_CLIP, create_multitask_clip
+from vlmtl.models import DEFAULT_CLIP, create_multitask_clip, create_multitask_llava
+from vlmtl.models.llava import DEFAULT_LLAVA_DIR
 
 from . import checkpoint as ckpt
 from .checkpoint import Progress
@@ -29,17 +34,32 @@ from .config import VLTrainConfig
 from .plots import plot_training_curves
 from .vl_data import load_samples
 from .vl_eval import evaluate
+from .llava_model import VLLlavaModel
 from .vl_model import VLMultiTaskModel
+
+VLModel = VLMultiTaskModel | VLLlavaModel
 
 logger = logging.getLogger(__name__)
 
 
-def build_model(cfg: VLTrainConfig, answers: AnswerVocab | None) -> VLMultiTaskModel:
+def _names(targets: list[str] | str | None) -> list[str] | None:
+    return targets.split(",") if isinstance(targets, str) else targets
+
+
+def build_model(cfg: VLTrainConfig, answers: AnswerVocab | None) -> VLModel:
+    hparams = dict(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, n_up=cfg.n_up, temperature=cfg.temperature,
+                   lambda_type=cfg.lambda_type)
+    if cfg.backbone == "llava":
+        llava = create_multitask_llava(
+            cfg.tasks, cfg.method, model_dir=DEFAULT_LLAVA_DIR if cfg.model == "default" else cfg.model,
+            text_targets=_names(cfg.text_targets), vision_targets=_names(cfg.image_targets),
+            train_projector=cfg.train_projector, **hparams,
+        )
+        return VLLlavaModel(llava)
     model_name = DEFAULT_CLIP if cfg.model == "default" else cfg.model
     clip = create_multitask_clip(
         cfg.backbone, model_name, pretrained=cfg.pretrained, method=cfg.method, tasks=cfg.tasks,
-        image_targets=cfg.image_targets, text_targets=cfg.text_targets, r=cfg.r, alpha=cfg.alpha,
-        dropout=cfg.dropout, n_up=cfg.n_up, temperature=cfg.temperature, lambda_type=cfg.lambda_type,
+        image_targets=cfg.image_targets, text_targets=cfg.text_targets, **hparams,
     )
     context = getattr(clip.tokenizer, "context_length", 77)
     return VLMultiTaskModel(clip, cfg.tasks, num_answers=len(answers) if answers else 0,
@@ -69,23 +89,22 @@ def train_vl(cfg: VLTrainConfig) -> dict:
 
     train_samples, val_samples = load_samples(cfg)
     answers = None
-    if "vqa" in cfg.tasks:
+    if "vqa" in cfg.tasks and cfg.backbone != "llava":  # the classifier head's answer vocabulary
         answers = AnswerVocab.build([s for s in train_samples if s.task == "vqa"], top_k=cfg.answer_top_k,
                                     normalize=normalize_answer)
     model = build_model(cfg, answers)
-    clip = model.clip
+    preprocess = model.preprocess
 
-    dataset = MultiTaskDataset(train_samples, clip.preprocess, tasks=cfg.tasks, on_bad_image=cfg.on_bad_image)
+    dataset = MultiTaskDataset(train_samples, preprocess, tasks=cfg.tasks, on_bad_image=cfg.on_bad_image)
     sampler = MultiTaskBatchSampler(dataset.task_of_each_index, cfg.batch_size, strategy=cfg.sampling,
                                     seed=cfg.seed, temperature=cfg.sampling_temperature)
     # Its own generator: creating a loader iterator must not consume the global RNG (dropout's),
     # or a resumed run would draw different dropout masks than an uninterrupted one.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                        collate_fn=MultiTaskCollator(clip.tokenizer, answers),
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    adapter_params = [p for p in clip.parameters() if p.requires_grad]
+                        collate_fn=model.collator(answers), generator=torch.Generator().manual_seed(cfg.seed))
+    adapter_params = [p for p in model.adapted.parameters() if p.requires_grad]
     head_params = [p for p in model.heads.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": cfg.head_lr}]
+    groups = [{"params": head_params, "lr": cfg.head_lr}] if head_params else []
     if adapter_params:
         groups.insert(0, {"params": adapter_params, "lr": cfg.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -110,8 +129,9 @@ def train_vl(cfg: VLTrainConfig) -> dict:
     if accelerator.is_main_process:  # the trained weights first: a failing evaluation loses nothing
         _write_weights(out, model, cfg)
     logger.info("evaluating on %d validation samples", len(val_samples))
-    metrics = evaluate(model, val_samples, clip.preprocess, answers, num_beams=cfg.num_beams,
-                       workers=cfg.workers, device=accelerator.device, max_samples=cfg.eval_max_samples)
+    metrics = evaluate(model, val_samples, preprocess, answers, num_beams=cfg.num_beams,
+                       workers=cfg.workers, device=accelerator.device, max_samples=cfg.eval_max_samples,
+                       max_new_tokens=cfg.max_new_tokens)
     document = {
         "method": cfg.method,
         "tasks": cfg.tasks,
@@ -201,10 +221,17 @@ def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, s
     return path
 
 
-def _write_weights(out: Path, model: VLMultiTaskModel, cfg: VLTrainConfig) -> None:
+def _write_weights(out: Path, model: VLModel, cfg: VLTrainConfig) -> None:
+    """adapters/ (the core's format; with LLaVA it holds the trained projector too) and
+    heads.safetensors (CLIP's task heads; LLaVA has none) or, for a LLaVA whose only
+    trained part is the projector (method 'none'), trainable.safetensors."""
     if cfg.method != "none":
-        save_adapters(model.clip.backbone, out / "adapters")
-    atomic_write(out / "heads.safetensors", lambda tmp: save_model(model.heads, tmp))  # handles tied weights
+        save_adapters(model.adapted, out / "adapters")
+    elif not len(model.heads):
+        state = {k: v.detach().contiguous().cpu() for k, v in model.adapted.named_parameters() if v.requires_grad}
+        atomic_write(out / "trainable.safetensors", lambda tmp: save_file(state, tmp))
+    if len(model.heads):
+        atomic_write(out / "heads.safetensors", lambda tmp: save_model(model.heads, tmp))  # handles tied weights
 
 
 def _write_results(out: Path, cfg: VLTrainConfig, document: dict, history: list[dict]) -> None:

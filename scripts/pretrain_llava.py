@@ -1,0 +1,166 @@
+"""Pre-train the embedded LLaVA base: a small CLIP-vision + LLaMA LLaVA on synthetic captions.
+
+    python scripts/pretrain_llava.py                     # writes assets/vlmtl-tiny-llava/
+    python scripts/pretrain_llava.py --steps 50 --output /tmp/llava   # a quick one
+
+Like LLaVA's first stage, the base learns to describe images ("describe the image:" →
+the caption); it never sees a question. Since no pretrained vision tower or language
+model can be loaded offline, every part is trained here, from scratch, on the captions
+of the synthetic `pretrain` split (scenes apart from the train/val splits that
+`scripts/train_vl.py --model llava` adapts it on, where it must learn vqa). The output
+is a Hugging Face `save_pretrained` folder (config.json, model.safetensors,
+generation_config.json, preprocessor_config.json) plus vlmtl's word tokenizer, read by
+`LlavaForConditionalGeneration.from_pretrained` / `vlmtl.models.load_llava`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from vlmtl.adapters.io import atomic_write  # noqa: E402
+from vlmtl.data import MultiTaskDataset, read_jsonl, write_synthetic_dataset  # noqa: E402
+from vlmtl.metrics import bleu4, cider  # noqa: E402
+from vlmtl.models.clip import HFImageTransform  # noqa: E402
+from vlmtl.models.llava import DEFAULT_LLAVA_DIR, MultiTaskLlava, save_llava, tiny_llava_for  # noqa: E402
+from vlmtl.models.llava_text import LlavaWordTokenizer, positions_from_mask  # noqa: E402
+from vlmtl.train.llava_model import LlavaCollator  # noqa: E402
+
+IMAGE_SIZE = 64
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # the synthetic images' statistics, as for the tiny CLIP
+
+
+@torch.no_grad()
+def evaluate(llava: MultiTaskLlava, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Greedy captions of held-out scenes: BLEU-4 and CIDEr-D against their references."""
+    llava.eval()
+    candidates, references = {}, {}
+    for batch in loader:
+        out = llava.generate(batch["pixel_values"].to(device), "caption", input_ids=batch["input_ids"],
+                             attention_mask=batch["attention_mask"], max_new_tokens=48)
+        for image_id, ids, refs in zip(batch["image_ids"], out.tolist(), batch["caption_references"]):
+            candidates[image_id] = llava.tokenizer.decode(ids)
+            references[image_id] = refs
+    llava.train()
+    return {"BLEU-4": 100 * bleu4(candidates, references), "CIDEr": 100 * cider(candidates, references)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=str(DEFAULT_LLAVA_DIR))
+    parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
+    parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
+    parser.add_argument("--held-out", type=int, default=200, dest="held_out", help="scenes kept for the score")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vision-layers", type=int, default=4, dest="vision_layers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    start = time.time()
+
+    data_root = Path(args.data or tempfile.mkdtemp(prefix="vlmtl-pretrain-"))
+    write_synthetic_dataset(data_root, n_train=0, n_val=0, n_pretrain=args.images, seed=args.seed,
+                            image_size=IMAGE_SIZE)
+    samples = read_jsonl(data_root / "pretrain.jsonl", data_root)
+    # the vocabulary covers questions and answers too: the adaptation run must be able to say them
+    tokenizer = LlavaWordTokenizer.build([s.text for s in samples] + [a for s in samples for a in (s.answers or [])])
+    captions = [s for s in samples if s.task == "caption"]
+    scene_ids = list(dict.fromkeys(s.image_id for s in captions))
+    held_out = set(scene_ids[-args.held_out:])
+    train = [s for s in captions if s.image_id not in held_out]
+    val = list({s.image_id: s for s in captions if s.image_id in held_out}.values())  # one per scene
+    logging.info("pretrain split: %d captions of %d scenes for training, %d scenes held out; %d token ids",
+                 len(train), len(scene_ids) - len(held_out), len(val), tokenizer.vocab_size)
+
+    model = tiny_llava_for(tokenizer, image_size=IMAGE_SIZE, patch_size=8, hidden=args.hidden, layers=args.layers,
+                           heads=args.hidden // 32, vision_layers=args.vision_layers, vision_feature_layer=-1)
+    model.to(device).train()
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE,
+                                   "width": IMAGE_SIZE}, image_mean=MEAN, image_std=STD)
+    transform = HFImageTransform(processor)
+    num_image_tokens = model.config.image_seq_length
+    collate = LlavaCollator(tokenizer, num_image_tokens, {"caption": "describe the image:"})
+    loader = DataLoader(MultiTaskDataset(train, transform, tasks=["caption"]), batch_size=args.batch_size,
+                        shuffle=True, drop_last=True, num_workers=args.workers, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(args.seed), persistent_workers=args.workers > 0)
+    val_loader = DataLoader(MultiTaskDataset(val, transform, tasks=["caption"]), batch_size=100,
+                            collate_fn=LlavaCollator(tokenizer, num_image_tokens, {"caption": "describe the image:"},
+                                                     with_targets=False))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    warmup = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / args.steps)).item()),
+    )
+
+    progress = tqdm(total=args.steps, desc="pre-training LLaVA")
+    step = 0
+    while step < args.steps:
+        for batch in loader:
+            output = model(pixel_values=batch["pixel_values"].to(device), input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device), labels=batch["labels"].to(device),
+                           position_ids=positions_from_mask(batch["attention_mask"]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{output.loss.item():.3f}")
+            if step >= args.steps:
+                break
+    progress.close()
+
+    scores = evaluate(MultiTaskLlava(model, tokenizer, None, tasks=["caption"]), val_loader, device)
+    logging.info("held-out captions: %s", {k: round(v, 1) for k, v in scores.items()})
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)
+    save_llava(model.cpu(), tokenizer, staging, image_processor=processor)
+    card = {
+        "made_by": "python scripts/pretrain_llava.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("output", "data", "workers")),
+        "objective": "captioning ('describe the image:') on the synthetic pretrain split; no questions",
+        "pretrain_scenes": args.images,
+        "held_out_captions_greedy": {k: round(v, 2) for k, v in scores.items()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "minutes": round((time.time() - start) / 60, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    atomic_write(staging / "pretrain_card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    if out.exists():  # replace the folder as a whole: a crash never leaves half a model
+        shutil.rmtree(out)
+    staging.rename(out)
+    logging.info("wrote %s (%d parameters) in %.1f min", out, card["parameters"], card["minutes"])
+
+
+if __name__ == "__main__":
+    main()
