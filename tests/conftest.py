@@ -110,3 +110,31 @@ def synthetic_vl(tmp_path_factory):
     words = sorted({w for t in texts for w in split_words(t)})
     model_dir = write_tiny_open_clip_dir(root / "clip", words)
     return root / "data", model_dir
+
+
+def write_tiny_llava_dir(path, texts, image_size: int = 32, seed: int = 0):
+    """A tiny LLaVA saved as ``save_pretrained`` + word tokenizer + image processor (the
+    layout of assets/vlmtl-tiny-llava), whose vocabulary covers ``texts``."""
+    from transformers import CLIPImageProcessor
+
+    from vlmtl.models.llava import save_llava, tiny_llava_for
+    from vlmtl.models.llava_text import LlavaWordTokenizer
+
+    tokenizer = LlavaWordTokenizer.build(texts)
+    torch.manual_seed(seed)
+    model = tiny_llava_for(tokenizer, image_size=image_size, patch_size=8, hidden=32, layers=2, heads=2,
+                           vision_feature_layer=-1)
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
+    return save_llava(model, tokenizer, path, image_processor=processor)
+
+
+@pytest.fixture(scope="session")
+def synthetic_llava(synthetic_vl, tmp_path_factory):
+    """The synthetic VL data set (as ``synthetic_vl``) and a tiny LLaVA folder covering its words."""
+    from vlmtl.data import read_jsonl
+
+    data, _ = synthetic_vl
+    samples = [s for split in ("train", "val") for s in read_jsonl(data / f"{split}.jsonl", data)]
+    texts = [s.text for s in samples] + [a for s in samples for a in (s.answers or [])]
+    return data, write_tiny_llava_dir(tmp_path_factory.mktemp("llava") / "model", texts)
