@@ -1,12 +1,14 @@
 """Compare adaptation methods on the same backbone and data, and write one table.
 
     python scripts/compare_vl.py --tasks vqa,retrieval,caption --max-steps 300 --output runs/compare_vl
+    python scripts/compare_vl.py --model llava --tasks vqa,caption --rows shared,mtl_lora
 
-Rows: the frozen backbone with trained heads only; single-task LoRA (one LoRA + head per
-task, trained alone; its parameters are summed over the tasks); one LoRA shared by all tasks;
-MTL-LoRA. Every run uses the same config (scripts/train_vl.py's defaults plus the flags here),
-the same steps, batch size and seed. Writes results.md, results.csv and results.png, and each
-run's folder.
+Rows (``--rows``, default all): ``frozen``, the frozen backbone with trained heads only (with
+LLaVA: the projector only); ``single``, single-task LoRA (one LoRA + head per task, trained
+alone; its parameters are summed over the tasks); ``shared``, one LoRA shared by all tasks;
+``mtl_lora``. Every run uses the same config (scripts/train_vl.py's defaults, or
+configs/vl_llava.yaml with --model llava, plus the flags here), the same steps, batch size and
+seed. Writes results.md, results.csv and results.png, and each run's folder.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vl_default.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROWS = ("frozen", "single", "shared", "mtl_lora")
 COLUMNS = {
     "vqa": [("accuracy", "VQA acc")],
     "retrieval": [("i2t_R@1", "I→T R@1"), ("t2i_R@1", "T→I R@1"), ("rsum", "R-sum")],
@@ -42,8 +45,10 @@ def run(base: dict, name: str, out: Path, **changes) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--config", help="default: configs/vl_default.yaml (configs/vl_llava.yaml with --model llava)")
+    parser.add_argument("--model", help="as train_vl.py's --model (e.g. llava)")
     parser.add_argument("--tasks", default="vqa,retrieval,caption")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"which of {','.join(ROWS)}")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/compare_vl")
@@ -51,29 +56,42 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     tasks = [t for t in args.tasks.split(",") if t]
-    base = VLTrainConfig.from_sources(args.config, tasks=tasks, max_steps=args.max_steps, seed=args.seed).to_dict()
+    wanted = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(wanted) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
+    config = args.config or CONFIGS / ("vl_llava.yaml" if args.model == "llava" else "vl_default.yaml")
+    base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
+                                      seed=args.seed).to_dict()
+    llava = base["backbone"] == "llava"
     out = Path(args.output)
     rows: list[tuple[str, int, dict]] = []
 
-    frozen = run(base, "frozen_heads", out, method="none")
-    rows.append(("frozen backbone + heads", frozen["trainable_parameters"], frozen["metrics"]))
-    single_metrics, single_params = {}, 0
-    for task in tasks:
-        result = run(base, f"lora_{task}", out, method="lora", tasks=[task])
-        single_metrics.update(result["metrics"])
-        single_params += result["trainable_parameters"]
-    rows.append((f"single-task LoRA ({len(tasks)} models)", single_params, single_metrics))
-    shared = run(base, "lora_shared", out, method="lora")
-    rows.append(("one shared LoRA", shared["trainable_parameters"], shared["metrics"]))
-    mtl = run(base, "mtl_lora", out, method="mtl_lora")
-    rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
+    if "frozen" in wanted:
+        frozen = run(base, "frozen_heads", out, method="none")
+        label = "frozen decoder, projector trained" if llava else "frozen backbone + heads"
+        rows.append((label, frozen["trainable_parameters"], frozen["metrics"]))
+    if "single" in wanted:
+        single_metrics, single_params = {}, 0
+        for task in tasks:
+            result = run(base, f"lora_{task}", out, method="lora", tasks=[task])
+            single_metrics.update(result["metrics"])
+            single_params += result["trainable_parameters"]
+        rows.append((f"single-task LoRA ({len(tasks)} models)", single_params, single_metrics))
+    if "shared" in wanted:
+        shared = run(base, "lora_shared", out, method="lora")
+        rows.append(("one shared LoRA", shared["trainable_parameters"], shared["metrics"]))
+    if "mtl_lora" in wanted:
+        mtl = run(base, "mtl_lora", out, method="mtl_lora")
+        rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
 
     header = ["method", "trainable params"] + [label for t in tasks for _, label in COLUMNS[t]]
     table = [[name, f"{params:,}"] + [f"{metrics[t][key]:.1f}" for t in tasks for key, _ in COLUMNS[t]]
              for name, params, metrics in rows]
     markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     markdown += ["| " + " | ".join(r) + " |" for r in table]
-    command = f"python scripts/compare_vl.py --tasks {args.tasks} --max-steps {args.max_steps} --seed {args.seed}"
+    command = "python scripts/compare_vl.py " + (f"--model {args.model} " if args.model else "") + (
+        f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seed {args.seed}")
     text = "\n".join(markdown) + f"\n\n{args.max_steps} steps each, seed {args.seed}; made by `{command}`\n"
     (out / "results.md").write_text(text)
     with (out / "results.csv").open("w", newline="") as f:

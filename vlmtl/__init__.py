@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Backbones import open_clip/transformers: load them on first use, not on `import vlmtl`.
-    if name in ("create_multitask_clip", "MultiTaskCLIP"):
+    if name in ("create_multitask_clip", "MultiTaskCLIP", "create_multitask_llava", "MultiTaskLlava"):
         from . import models
 
         return getattr(models, name)
@@ -39,5 +39,7 @@ __all__ = [
     "load_adapters",
     "create_multitask_clip",
     "MultiTaskCLIP",
+    "create_multitask_llava",
+    "MultiTaskLlava",
     "__version__",
 ]

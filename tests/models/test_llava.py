@@ -294,3 +294,31 @@ def test_config_must_match_tasks():
     config = MTLLoRAConfig(tasks=["vqa"], target_modules=llava_target_regex(base.config))
     with pytest.raises(ValueError, match="differ"):
         MultiTaskLlava(base, tokenizer, config, tasks=["vqa", "caption"])
+
+
+# --------------------------------------------------------------------------- the embedded base
+
+
+def test_embedded_llava_loads_offline_and_covers_the_synthetic_vocabulary(tmp_path):
+    import json
+
+    from PIL import Image
+
+    import vlmtl
+    from vlmtl.data import read_jsonl, write_synthetic_dataset
+    from vlmtl.models import DEFAULT_LLAVA_DIR
+
+    card = json.loads((DEFAULT_LLAVA_DIR / "pretrain_card.json").read_text())
+    assert card["made_by"].startswith("python scripts/pretrain_llava.py")
+    model = vlmtl.create_multitask_llava(("vqa", "caption"), model_dir=DEFAULT_LLAVA_DIR, r=4).eval()
+    write_synthetic_dataset(tmp_path, n_train=4, n_val=0, seed=5)
+    samples = read_jsonl(tmp_path / "train.jsonl", tmp_path)
+    tokenizer = model.tokenizer
+    words = [w for s in samples for text in [s.text, *(s.answers or [])] for w in tokenizer.encode(text)]
+    assert tokenizer.unk_id not in words
+    pixels = model.preprocess(Image.open(samples[0].image))
+    size = model.model.config.vision_config.image_size
+    assert pixels.shape == (3, size, size)
+    caption = model.generate_text(pixels[None], "caption", texts=[""], max_new_tokens=48)[0]
+    assert len(caption.split()) >= 3  # the base was pre-trained to describe scenes
+    assert set(caption.split()) <= set(tokenizer.words.vocab)

@@ -218,3 +218,11 @@ def test_llava_run_resumed_from_a_checkpoint_ends_with_the_same_adapters(synthet
     again = load_file(str(out / "adapters" / "adapter_model.safetensors"))
     assert again.keys() == straight.keys()
     assert all(torch.equal(again[k], straight[k]) for k in straight)
+
+
+def test_nothing_to_train_is_a_clear_error(synthetic_llava, tmp_path):
+    from vlmtl.train import train_vl
+
+    cfg = llava_config(synthetic_llava, method="none", train_projector=False, output=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="nothing to train"):
+        train_vl(cfg)

@@ -107,6 +107,9 @@ def train_vl(cfg: VLTrainConfig) -> dict:
     groups = [{"params": head_params, "lr": cfg.head_lr}] if head_params else []
     if adapter_params:
         groups.insert(0, {"params": adapter_params, "lr": cfg.lr})
+    if not groups:
+        raise ValueError(f"nothing to train: method {cfg.method!r} with train_projector false leaves every "
+                         "parameter frozen")
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg.max_steps, cfg.warmup_ratio))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
