@@ -23,7 +23,6 @@ about 1 s per step.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -42,6 +41,7 @@ import yaml  # noqa: E402
 from vlmtl.train.checkpoint import RESUMABLE_CHANGES  # noqa: E402
 from vlmtl.train.dense_config import DenseTrainConfig  # noqa: E402
 from vlmtl.train.dense_trainer import cpu_threads, train_dense  # noqa: E402
+from vlmtl.train.report import write_results  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense_synthetic_small.yaml"
 COLUMNS = [  # (task, metric key, label)
@@ -148,21 +148,15 @@ def write_tables(rows: list[dict], tasks: list[str], out: Path, note: str) -> No
     def fmt(x: float | None, spec: str) -> str:
         return "n/a" if x is None else format(x, spec)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["label"]] + [fmt(_value(row, t, k), ".2f") for t, k, _ in columns] + [
-            fmt(row["delta_m"], "+.2f"), f"{row['trainable_parameters']:,}",
-            fmt(row["train_images_per_s"], ".2f"), fmt(row["inference_images_per_s"], ".2f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + f"\n\n{note}\n")
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method"] + [f"{t}_{k}" for t, k, _ in columns] + [
-            "delta_m", "trainable_parameters", "train_images_per_s", "inference_images_per_s"])
-        for row in rows:
-            writer.writerow([row["label"]] + [_value(row, t, k) for t, k, _ in columns] + [
-                row["delta_m"], row["trainable_parameters"], row["train_images_per_s"],
-                row["inference_images_per_s"]])
+    shown = [[row["label"]] + [fmt(_value(row, t, k), ".2f") for t, k, _ in columns] + [
+        fmt(row["delta_m"], "+.2f"), f"{row['trainable_parameters']:,}",
+        fmt(row["train_images_per_s"], ".2f"), fmt(row["inference_images_per_s"], ".2f")] for row in rows]
+    csv_header = ["method"] + [f"{t}_{k}" for t, k, _ in columns] + [
+        "delta_m", "trainable_parameters", "train_images_per_s", "inference_images_per_s"]
+    values = [[row["label"]] + [_value(row, t, k) for t, k, _ in columns] + [
+        row["delta_m"], row["trainable_parameters"], row["train_images_per_s"], row["inference_images_per_s"]]
+        for row in rows]
+    write_results(out, header, shown, csv_header, values, note)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -14,7 +14,6 @@ seed. Writes results.md, results.csv and results.png, and each run's folder.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
+from vlmtl.train.report import write_results  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ROWS = ("frozen", "single", "shared", "mtl_lora")
@@ -86,19 +86,14 @@ def main() -> None:
         rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
 
     header = ["method", "trainable params"] + [label for t in tasks for _, label in COLUMNS[t]]
-    table = [[name, f"{params:,}"] + [f"{metrics[t][key]:.1f}" for t in tasks for key, _ in COLUMNS[t]]
+    shown = [[name, f"{params:,}"] + [f"{metrics[t][key]:.1f}" for t in tasks for key, _ in COLUMNS[t]]
              for name, params, metrics in rows]
-    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(r) + " |" for r in table]
+    values = [[name, params] + [metrics[t][key] for t in tasks for key, _ in COLUMNS[t]]
+              for name, params, metrics in rows]
     command = "python scripts/compare_vl.py " + (f"--model {args.model} " if args.model else "") + (
         f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seed {args.seed}")
-    text = "\n".join(markdown) + f"\n\n{args.max_steps} steps each, seed {args.seed}; made by `{command}`\n"
-    (out / "results.md").write_text(text)
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows([[name, params] + [metrics[t][key] for t in tasks for key, _ in COLUMNS[t]]
-                          for name, params, metrics in rows])
+    text = write_results(out, header, shown, header, values,
+                         f"{args.max_steps} steps each, seed {args.seed}; made by `{command}`")
     plot(rows, tasks, out / "results.png")
     print(text)
 

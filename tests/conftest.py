@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
+
+
+def hash_tree(root: Path) -> str:
+    """One digest of every file's relative path and bytes under ``root`` (byte-identity checks)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def make_open_clip(seed: int = 0):

@@ -3,7 +3,6 @@ augmentation geometry, determinism, and clear errors for missing or corrupt file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -26,6 +25,8 @@ from vlmtl.data import (
 )
 from vlmtl.data.pascal import read_human_parts
 
+from ..conftest import hash_tree
+
 # The official PASCAL-MT table (ASTMT / MTI-Net HUMAN_PART, 6 parts), written out independently.
 OFFICIAL_PARTS = {
     "hair": 1, "head": 1, "lear": 1, "lebrow": 1, "leye": 1, "lfoot": 6, "lhand": 4, "llarm": 4, "llleg": 6,
@@ -46,14 +47,6 @@ def official_parts(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if (target == 0).all():
         target[:] = 255
     return target
-
-
-def _hash_tree(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +78,9 @@ def test_layout_and_determinism(data, tmp_path):
                      ("sal_distill", "png"), ("normals_distill", "png")):
         assert sorted(p.stem for p in (root / sub).glob(f"*.{ext}")) == sorted(ids["train"] + ids["val"])
     write_synthetic_pascal(tmp_path / "a", 6, 4, seed=0, size=48)
-    assert _hash_tree(tmp_path / "a") == _hash_tree(root)
+    assert hash_tree(tmp_path / "a") == hash_tree(root)
     write_synthetic_pascal(tmp_path / "b", 6, 4, seed=1, size=48)
-    assert _hash_tree(tmp_path / "b") != _hash_tree(root)
+    assert hash_tree(tmp_path / "b") != hash_tree(root)
 
 
 def test_mat_structure_matches_official_reading(data):

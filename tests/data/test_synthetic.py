@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -13,6 +12,8 @@ import pytest
 
 from vlmtl.data import SPLITS, load_image, read_jsonl, write_synthetic_dataset
 from vlmtl.data.scenes import COLORS, SHAPES, generate_scenes, render_scene
+
+from ..conftest import hash_tree
 
 # Written independently of the library's phrase functions: (row, col) of each phrase.
 LOCATION = {
@@ -30,14 +31,6 @@ WHERE = {phrase.split(" ", 2)[2]: cell for phrase, cell in LOCATION.items()}
 SIZES = {"n_train": 24, "n_val": 8, "n_test": 8, "n_pretrain": 16}
 
 
-def _hash_tree(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("synthetic")
@@ -53,9 +46,9 @@ def _scenes(root: Path, split: str) -> dict[str, dict]:
 def test_same_seed_byte_identical_other_seed_differs(dataset, tmp_path):
     root, _ = dataset
     write_synthetic_dataset(tmp_path / "again", seed=5, image_size=64, **SIZES)
-    assert _hash_tree(tmp_path / "again") == _hash_tree(root)
+    assert hash_tree(tmp_path / "again") == hash_tree(root)
     write_synthetic_dataset(tmp_path / "other", seed=6, image_size=64, **SIZES)
-    assert _hash_tree(tmp_path / "other") != _hash_tree(root)
+    assert hash_tree(tmp_path / "other") != hash_tree(root)
 
 
 def test_layout_meta_and_read_back(dataset):
