@@ -69,6 +69,22 @@ class NonFiniteGuard:
         return False
 
 
+def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer, scheduler,
+                 grad_clip: float | None) -> bool:
+    """The one optimizer update of both trainers: zero the gradients, skip a non-finite loss
+    (``guard`` counts it and may stop the run), backward, clip, then step the optimizer and
+    the schedule. Returns False for a skipped step."""
+    optimizer.zero_grad(set_to_none=True)
+    if not guard.finite(loss, losses):
+        return False
+    accelerator.backward(loss)
+    if grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return True
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

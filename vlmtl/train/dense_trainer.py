@@ -278,14 +278,8 @@ def _train_loop(cfg, accelerator, model, criterion, optimizer, scheduler, loader
             _sync(device)
             began = time.perf_counter()
             loss, losses = criterion(model(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if not guard.finite(loss, losses):
+            if not ckpt.apply_update(loss, losses, guard, accelerator, model, optimizer, scheduler, cfg.grad_clip):
                 continue
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
             _sync(device)
             speed.add(time.perf_counter() - began, images.shape[0])
             progress.step += 1

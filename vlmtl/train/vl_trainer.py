@@ -31,10 +31,10 @@ from vlmtl.models.llava import DEFAULT_LLAVA_DIR
 from . import checkpoint as ckpt
 from .checkpoint import Progress
 from .config import VLTrainConfig
+from .llava_model import VLLlavaModel
 from .plots import plot_training_curves
 from .vl_data import load_samples
 from .vl_eval import evaluate
-from .llava_model import VLLlavaModel
 from .vl_model import VLMultiTaskModel
 
 VLModel = VLMultiTaskModel | VLLlavaModel
@@ -175,14 +175,8 @@ def train_loop(cfg, accelerator, model, optimizer, scheduler, loader, sampler, p
             batch = _to_device(batch, accelerator.device)
             losses = model(batch)
             loss = sum(cfg.loss_weights.get(t, 1.0) * value for t, value in losses.items())
-            optimizer.zero_grad(set_to_none=True)
-            if not guard.finite(loss, losses):
+            if not ckpt.apply_update(loss, losses, guard, accelerator, model, optimizer, scheduler, cfg.grad_clip):
                 continue
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
             progress.step += 1
             row = {"step": progress.step, "lr": scheduler.get_last_lr()[0],
                    **{t: v.item() for t, v in losses.items()}}
