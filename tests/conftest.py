@@ -150,3 +150,33 @@ def synthetic_llava(synthetic_vl, tmp_path_factory):
     samples = [s for split in ("train", "val") for s in read_jsonl(data / f"{split}.jsonl", data)]
     texts = [s.text for s in samples] + [a for s in samples for a in (s.answers or [])]
     return data, write_tiny_llava_dir(tmp_path_factory.mktemp("llava") / "model", texts)
+
+
+def write_hf_llava_dir(path, texts, image_size: int = 32, seed: int = 0):
+    """A tiny LLaVA in the layout of a llava-hf checkpoint: ``save_pretrained`` weights, a
+    transformers fast tokenizer (``tokenizer.json`` + ``tokenizer_config.json``, with an
+    added ``<image>`` token) and a ``CLIPImageProcessor``; no vlmtl tokenizer file."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
+
+    from vlmtl.models.llava import build_tiny_llava
+
+    special = ["<pad>", "<unk>", "<s>", "</s>"]
+    splitter = pre_tokenizers.Whitespace()
+    words = sorted({w for t in texts for w, _ in splitter.pre_tokenize_str(t)})
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(special + words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = splitter
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                        bos_token="<s>", eos_token="</s>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    torch.manual_seed(seed)
+    model = build_tiny_llava(len(tokenizer), image_size=image_size, patch_size=8, hidden=32, layers=2, heads=2,
+                             image_token_id=image_id, pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             vision_feature_layer=-1)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path

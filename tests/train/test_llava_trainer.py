@@ -226,3 +226,27 @@ def test_nothing_to_train_is_a_clear_error(synthetic_llava, tmp_path):
     cfg = llava_config(synthetic_llava, method="none", train_projector=False, output=str(tmp_path / "run"))
     with pytest.raises(ValueError, match="nothing to train"):
         train_vl(cfg)
+
+
+def test_train_vl_reads_a_llava_hf_style_folder(synthetic_llava, tmp_path):
+    """The real-checkpoint path: AutoTokenizer, preprocessor_config.json, from_pretrained."""
+    from vlmtl.models.llava_text import HFLlavaTokenizer
+    from vlmtl.train import train_vl
+
+    from ..conftest import write_hf_llava_dir
+
+    data, _ = synthetic_llava
+    samples = [s for split in ("train", "val") for s in read_jsonl(data / f"{split}.jsonl", data)]
+    texts = [s.text for s in samples] + [a for s in samples for a in (s.answers or [])]
+    texts += ["question: answer: describe the image:"]
+    folder = write_hf_llava_dir(tmp_path / "llava-hf", texts)
+    cfg = llava_config((data, folder), max_steps=2, output=str(tmp_path / "run"), eval_max_samples=4)
+    model = build_model(cfg, None)
+    tokenizer = model.llava.tokenizer
+    assert isinstance(tokenizer, HFLlavaTokenizer)
+    batch = model.collator()(picked_items(model, cfg))
+    assert not bool((batch["input_ids"] == tokenizer.tokenizer.unk_token_id).any())  # prompts and targets known
+    assert int((batch["input_ids"] == tokenizer.image_token_id).sum(1)[0]) == model.llava.num_image_tokens
+    document = train_vl(cfg)
+    assert document["steps"] == 2 and set(document["metrics"]) == set(TASKS)
+    assert (tmp_path / "run" / "adapters" / "adapter_model.safetensors").is_file()
