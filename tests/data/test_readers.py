@@ -86,6 +86,7 @@ def test_read_vqav2(vqa_files):
     assert first.answers == ["white"] * 8 + ["gray", "white and blue"]
     assert Path(first.image).name == "COCO_train2014_000000000009.jpg"
     assert load_image(samples[2].image).size == (8, 8)
+    assert [s.answer_type for s in samples] == ["other", "yes/no", "number"]
 
 
 def test_read_vqav2_custom_pattern(vqa_files, tmp_path):
@@ -238,7 +239,8 @@ def _write_jsonl(path: Path, rows: list) -> None:
 def test_read_jsonl(tmp_path):
     _png(tmp_path / "imgs" / "a" / "x.png")
     rows = [
-        {"image": "a/x.png", "task": "vqa", "text": "color?", "answers": ["red"] * 10, "id": "q1", "image_id": "x"},
+        {"image": "a/x.png", "task": "vqa", "text": "color?", "answers": ["red"] * 10, "id": "q1", "image_id": "x",
+         "answer_type": "other"},
         "",
         {"image": "a/x.png", "task": "retrieval", "text": "a red square", "extra": 1},
         {"image": "a/x.png", "task": "caption", "text": "a red square", "references": ["a red square", "red box"]},
@@ -249,6 +251,7 @@ def test_read_jsonl(tmp_path):
     samples = read_jsonl(path, tmp_path / "imgs")
     assert [s.task for s in samples] == ["vqa", "retrieval", "caption", "caption"]
     assert samples[0].sample_id == "q1" and samples[0].image_id == "x"
+    assert samples[0].answer_type == "other" and samples[1].answer_type is None
     assert samples[1].sample_id == "3"  # default id: the line number
     assert samples[1].image_id == "a/x.png"
     assert samples[2].references == ["a red square", "red box"]
@@ -265,6 +268,8 @@ def test_read_jsonl(tmp_path):
         (json.dumps({"image": "x.png", "task": "ocr", "text": "t"}), r"line 2.*unknown task 'ocr'.*vqa"),
         (json.dumps({"image": "x.png", "task": "caption", "text": "  "}), r"line 2.*empty text"),
         (json.dumps(["a", "list"]), r"line 2.*JSON object"),
+        (json.dumps({"image": "x.png", "task": "vqa", "text": "q?", "answers": ["a"], "answer_type": 3}),
+         r"line 2.*'answer_type' must be a string"),
     ],
 )
 def test_read_jsonl_bad_line_names_file_and_line(tmp_path, bad_line, message):

@@ -86,3 +86,13 @@ def test_answer_soft_score():
     assert answer_soft_score(7) == 1.0
     with pytest.raises(ValueError):
         answer_soft_score(-1)
+
+
+def test_accuracy_by_answer_type_reports_overall_and_each_type():
+    from vlmtl.metrics import accuracy_by_answer_type
+
+    result = accuracy_by_answer_type([1.0, 0.0, 0.6, 1.0], ["yes/no", "yes/no", "number", None])
+    assert result == pytest.approx({"accuracy": 65.0, "yes/no": 50.0, "number": 60.0})
+    assert list(result)[0] == "accuracy"
+    with pytest.raises(ValueError, match="2 scores but 1 answer types"):
+        accuracy_by_answer_type([1.0, 0.0], ["other"])

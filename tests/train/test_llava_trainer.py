@@ -193,6 +193,8 @@ def test_train_vl_model_llava_end_to_end(synthetic_llava, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["metrics"]) == set(TASKS)
     assert 0 <= metrics["metrics"]["vqa"]["accuracy"] <= 100
+    per_type = set(metrics["metrics"]["vqa"]) - {"accuracy"}  # the official evaluation's answer types
+    assert per_type and per_type <= {"yes/no", "number", "other"}
     assert {"BLEU-4", "CIDEr"} == set(metrics["metrics"]["caption"])
     assert metrics["steps"] == 4
     adapter_config = json.loads((out / "adapters" / "adapter_config.json").read_text())

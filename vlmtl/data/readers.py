@@ -81,6 +81,7 @@ def read_vqav2(
     annotations_doc = require_keys(load_json(annotations_json), ("annotations",), annotations_json, "top level")
     split = questions_doc["data_subtype"]
     by_qid: dict[int, list[str]] = {}
+    answer_type: dict[int, str | None] = {}
     for i, ann in enumerate(require_list(annotations_doc, "annotations", annotations_json, "top level")):
         where = f"annotations[{i}]"
         require_keys(ann, ("question_id", "image_id", "answers"), annotations_json, where)
@@ -89,6 +90,7 @@ def read_vqav2(
             raise ValueError(f"{annotations_json}: {where} has an empty 'answers' list")
         qid = require_id(ann, "question_id", annotations_json, where)
         by_qid[qid] = [_answer_text(a, annotations_json, f"{where}.answers[{j}]") for j, a in enumerate(answers)]
+        answer_type[qid] = _optional_str(ann, "answer_type", annotations_json, where)
 
     image_dir = Path(image_dir)
     samples = []
@@ -102,11 +104,18 @@ def read_vqav2(
         image = image_dir / image_pattern.format(split=split, image_id=image_id)
         try:
             sample = Sample(task="vqa", image=str(image), image_id=str(image_id), text=q["question"],
-                            answers=by_qid[qid], sample_id=str(qid))
+                            answers=by_qid[qid], sample_id=str(qid), answer_type=answer_type[qid])
         except ValueError as e:
             raise ValueError(f"{questions_json}: {where}: {e}") from e
         samples.append(sample)
     return samples
+
+
+def _optional_str(obj: dict, key: str, path: str | Path, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{path}: {where}: '{key}' must be a string, got {type(value).__name__}")
+    return value
 
 
 def _answer_text(answer: Any, path: str | Path, where: str) -> str:
@@ -221,4 +230,5 @@ def _jsonl_sample(obj: Any, image_dir: Path, lineno: int) -> Sample:
         answers=obj.get("answers"),
         references=obj.get("references"),
         sample_id=str(obj.get("id", lineno)),
+        answer_type=obj.get("answer_type"),
     )

@@ -40,6 +40,7 @@ class Sample:
     answers: list[str] | None = None
     references: list[str] | None = None
     sample_id: str = ""
+    answer_type: str | None = None  # vqa: VQAv2's "yes/no", "number" or "other" (scores are reported per type)
 
     def __post_init__(self) -> None:
         self.image_id = str(self.image_id)
@@ -57,6 +58,9 @@ class Sample:
             self.answers = _string_list(self.answers, "answers", name)
         if self.references is not None:
             self.references = _string_list(self.references, "references", name)
+        if self.answer_type is not None and not isinstance(self.answer_type, str):
+            kind = type(self.answer_type).__name__
+            raise ValueError(f"sample {name}: 'answer_type' must be a string, got {kind}")
         if self.task == "vqa" and not self.answers:
             raise ValueError(f"sample {name}: a vqa sample needs a non-empty 'answers' list")
         if self.task == "caption" and not self.references:

@@ -6,11 +6,12 @@ Independent of the rest of vlmtl (no model or data code), so they can be tested 
 from .captioning import bleu4, cider, tokenize_caption
 from .dense import LOWER_IS_BETTER, PAPER_SINGLE_TASK, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 from .retrieval import recall_at_k
-from .vqa import answer_soft_score, normalize_answer, vqa_accuracy, vqa_score
+from .vqa import accuracy_by_answer_type, answer_soft_score, normalize_answer, vqa_accuracy, vqa_score
 
 __all__ = [
     "normalize_answer",
     "vqa_accuracy",
+    "accuracy_by_answer_type",
     "vqa_score",
     "answer_soft_score",
     "recall_at_k",

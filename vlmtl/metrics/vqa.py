@@ -135,3 +135,18 @@ def vqa_score(predictions: Mapping[Hashable, str], answers: Mapping[Hashable, Se
     if extra:
         raise ValueError(f"prediction for unknown question id {extra[0]!r} ({len(extra)} not in answers)")
     return sum(vqa_accuracy(predictions[qid], answers[qid]) for qid in answers) / len(answers)
+
+
+def accuracy_by_answer_type(scores: Sequence[float], answer_types: Sequence[str | None]) -> dict[str, float]:
+    """Percent accuracy overall (``accuracy``) and per answer type, as the official VQA
+    evaluation reports it (``yes/no``, ``number``, ``other`` in VQAv2). ``scores`` are
+    per-question accuracies in [0, 1]; questions without a type count only overall."""
+    if len(scores) != len(answer_types):
+        raise ValueError(f"{len(scores)} scores but {len(answer_types)} answer types")
+    if not scores:
+        raise ValueError("no scores: nothing to average")
+    result = {"accuracy": 100.0 * sum(scores) / len(scores)}
+    for kind in sorted({t for t in answer_types if t is not None}):
+        own = [s for s, t in zip(scores, answer_types) if t == kind]
+        result[kind] = 100.0 * sum(own) / len(own)
+    return result

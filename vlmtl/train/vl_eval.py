@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vlmtl.data import AnswerVocab, MultiTaskCollator, MultiTaskDataset, Sample
-from vlmtl.metrics import bleu4, cider, recall_at_k, vqa_accuracy
+from vlmtl.metrics import accuracy_by_answer_type, bleu4, cider, recall_at_k, vqa_accuracy
 
 from .llava_model import VLLlavaModel
 from .vl_model import VLMultiTaskModel, decode_tokens
@@ -44,7 +44,8 @@ def evaluate_retrieval(model: VLMultiTaskModel, samples: Sequence[Sample], trans
 @torch.no_grad()
 def evaluate_vqa(model: VLMultiTaskModel, samples: Sequence[Sample], transform, answers: AnswerVocab,
                  batch_size: int = 128, workers: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Official VQA accuracy (normalised answers, leave-one-out over the 10 humans), in percent."""
+    """Official VQA accuracy (normalised answers, leave-one-out over the 10 humans), in percent,
+    overall and per answer type."""
     clip, head = model.clip, model.heads["vqa"]
     scores = []
     for batch in _loader(samples, transform, clip.tokenizer, batch_size, workers):
@@ -53,7 +54,7 @@ def evaluate_vqa(model: VLMultiTaskModel, samples: Sequence[Sample], transform, 
         predictions = head.predict(head(image_emb, text_emb)).tolist()
         for index, truth in zip(predictions, batch["vqa_answers"]):
             scores.append(vqa_accuracy(answers.decode(index), truth))
-    return {"accuracy": 100.0 * sum(scores) / len(scores)}
+    return accuracy_by_answer_type(scores, [s.answer_type for s in samples])  # the loader keeps their order
 
 
 @torch.no_grad()
@@ -115,7 +116,7 @@ def evaluate_llava(model: VLLlavaModel, samples: Sequence[Sample], task: str, nu
             else:
                 candidates[batch["image_ids"][i]] = text
     if task == "vqa":
-        return {"accuracy": 100.0 * sum(scores) / len(scores)}
+        return accuracy_by_answer_type(scores, [s.answer_type for s in samples])  # the loader keeps their order
     return {"BLEU-4": 100.0 * bleu4(candidates, references), "CIDEr": 100.0 * cider(candidates, references)}
 
 
