@@ -53,11 +53,12 @@ def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthet
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
     last = ckpt.checkpoints(killed / "checkpoints")[-1]
-    assert not list((killed / "checkpoints").glob("*.tmp"))
+    ckpt.load_checkpoint(last)  # whole, even if the kill came during the next write (its .tmp may remain)
 
     resumed = subprocess.run(command(config, killed), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
+    assert not list((killed / "checkpoints").glob(".*.tmp")), "temporary files of the killed run remain"
     metrics = json.loads((killed / "metrics.json").read_text())
     assert metrics["resumed_from"].endswith(last.name) and metrics["steps"] == 60
     for name in ("adapters/adapter_model.safetensors", "heads.safetensors"):
@@ -107,3 +108,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(synthetic_vl, tmp_path)
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row at step 2"):
         train_vl(cfg)  # step 1 blows the weights up; every later loss is inf/nan
     assert [p.name for p in ckpt.checkpoints(tmp_path / "run" / "checkpoints")] == ["checkpoint-00000001.pt"]
+
+
+def test_partial_writes_of_a_killed_run_are_discarded(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".best.json.abc123.tmp").write_text("{")  # what a SIGKILL inside atomic_write leaves
+    (folder / "best.json").write_text("{}")
+    removed = ckpt.discard_partial_writes(folder)
+    assert [p.name for p in removed] == [".best.json.abc123.tmp"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.json"]
+    assert ckpt.discard_partial_writes(tmp_path / "absent") == []

@@ -161,6 +161,16 @@ def check_same_config(saved: dict[str, Any], current: dict[str, Any], source: Pa
                          "use another --output, or --resume never to start over")
 
 
+def discard_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files an interrupted ``atomic_write`` left in ``folder`` (a
+    SIGKILL gives it no chance to clean up); the files they were meant to replace are whole."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s, left by an interrupted write", path)
+    return stale
+
+
 def find_resume_checkpoint(resume: str, folder: Path) -> Path | None:
     """``resume`` is "never", "auto" (the newest checkpoint in ``folder``, if any) or a path."""
     if resume == "never":

@@ -211,6 +211,7 @@ def _save(cfg, accelerator, model, optimizer, scheduler, sampler, progress: Prog
 
 def _maybe_resume(cfg, folder: Path, model, optimizer, scheduler, accelerator, sampler,
                   progress: Progress) -> Path | None:
+    ckpt.discard_partial_writes(folder)  # only this run writes there
     path = ckpt.find_resume_checkpoint(cfg.resume, folder)
     if path is not None:
         ckpt.restore_training_state(path, cfg.to_dict(), model, optimizer, scheduler, accelerator.scaler,
