@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .answers import AnswerVocab, default_normalize
 from .images import ImageLoadError, ImageTransform, load_image
-from .mixed import MultiTaskCollator, MultiTaskDataset
+from .mixed import MultiTaskCollator, MultiTaskDataset, collate_common
 from .pascal import DENSE_TASKS_DATA, AnnotationLoadError, AugParams, PascalContextMT
 from .readers import read_jsonl, read_karpathy, read_vqav2
 from .samplers import STRATEGIES, MultiTaskBatchSampler, task_probabilities
@@ -28,6 +28,7 @@ __all__ = [
     "default_normalize",
     "MultiTaskDataset",
     "MultiTaskCollator",
+    "collate_common",
     "MultiTaskBatchSampler",
     "STRATEGIES",
     "task_probabilities",

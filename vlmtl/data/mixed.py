@@ -94,6 +94,32 @@ class MultiTaskDataset(Dataset):
         return item
 
 
+def collate_common(items: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The model-independent part of every collator: drop (and count) items whose image
+    failed, then ``size``, ``bad_images``, ``bad_sample_ids``, ``task_ids``, ``tasks``,
+    ``texts``, ``sample_ids``, ``image_ids``, ``indices``, ``<task>_index``,
+    ``vqa_answers`` and ``caption_references``. Returns the batch and the kept items."""
+    bad = [it for it in items if it.get("image") is None]
+    items = [it for it in items if it.get("image") is not None]
+    batch: dict[str, Any] = {
+        "size": len(items),
+        "bad_images": len(bad),
+        "bad_sample_ids": [it["sample_id"] for it in bad],
+        "task_ids": torch.tensor([it["task_id"] for it in items], dtype=torch.long),
+        "tasks": [it["task"] for it in items],
+        "texts": [it["text"] for it in items],
+        "sample_ids": [it["sample_id"] for it in items],
+        "image_ids": [it["image_id"] for it in items],
+        "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
+    }
+    rows = {t: [b for b, it in enumerate(items) if it["task"] == t] for t in TASKS}
+    for t in TASKS:
+        batch[f"{t}_index"] = torch.tensor(rows[t], dtype=torch.long)
+    batch["vqa_answers"] = [list(items[b]["answers"]) for b in rows["vqa"]]
+    batch["caption_references"] = [list(items[b]["references"] or [items[b]["text"]]) for b in rows["caption"]]
+    return batch, items
+
+
 class MultiTaskCollator:
     """List of dataset items → one batch dict (see the module docstring).
 
@@ -112,19 +138,7 @@ class MultiTaskCollator:
         self.answer_vocab = answer_vocab
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        bad = [it for it in items if it.get("image") is None]
-        items = [it for it in items if it.get("image") is not None]
-        batch: dict[str, Any] = {
-            "size": len(items),
-            "bad_images": len(bad),
-            "bad_sample_ids": [it["sample_id"] for it in bad],
-            "task_ids": torch.tensor([it["task_id"] for it in items], dtype=torch.long),
-            "tasks": [it["task"] for it in items],
-            "texts": [it["text"] for it in items],
-            "sample_ids": [it["sample_id"] for it in items],
-            "image_ids": [it["image_id"] for it in items],
-            "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
-        }
+        batch, items = collate_common(items)
         if items:
             batch["images"] = torch.stack([it["image"] for it in items])
             batch["text_tokens"] = self._tokenize(batch["texts"])
@@ -135,18 +149,12 @@ class MultiTaskCollator:
         batch["image_groups"] = torch.tensor(
             [group_of.setdefault(i, len(group_of)) for i in batch["image_ids"]], dtype=torch.long
         )
-
-        rows = {t: [b for b, it in enumerate(items) if it["task"] == t] for t in TASKS}
-        for t in TASKS:
-            batch[f"{t}_index"] = torch.tensor(rows[t], dtype=torch.long)
-        batch["vqa_answers"] = [list(items[b]["answers"]) for b in rows["vqa"]]
         if self.answer_vocab is not None:
             targets = [self.answer_vocab.encode_soft(a) for a in batch["vqa_answers"]]
             batch["vqa_targets"] = (
                 torch.stack(targets) if targets else torch.zeros(0, len(self.answer_vocab), dtype=torch.float32)
             )
-        batch["caption_references"] = [list(items[b]["references"] or [items[b]["text"]]) for b in rows["caption"]]
-        batch["retrieval_image_ids"] = [items[b]["image_id"] for b in rows["retrieval"]]
+        batch["retrieval_image_ids"] = [batch["image_ids"][b] for b in batch["retrieval_index"].tolist()]
         return batch
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:

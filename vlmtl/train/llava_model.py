@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmtl.data import TASKS
+from vlmtl.data import collate_common
 from .config import GENERATIVE_TASKS
 from vlmtl.data.answers import majority_answer
 from vlmtl.models.llava import MultiTaskLlava
@@ -32,9 +32,8 @@ def llava_target(item: dict[str, Any]) -> str:
 
 class LlavaCollator:
     """Dataset items (``MultiTaskDataset``) → a LLaVA batch: ``pixel_values``, ``input_ids``,
-    ``attention_mask``, ``labels`` (training) plus the bookkeeping keys of
-    ``MultiTaskCollator`` the trainer and evaluation read (``task_ids``, ``size``,
-    ``bad_images``, ``image_ids``, ``vqa_answers``, ``caption_references``).
+    ``attention_mask``, ``labels`` (training) plus the bookkeeping keys every collator
+    shares (``collate_common``: ``task_ids``, ``size``, ``bad_images``, ``image_ids``, ...).
 
     ``with_targets=False`` builds left-padded prompts for generation."""
 
@@ -47,22 +46,7 @@ class LlavaCollator:
         self.max_length = max_length
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        bad = [it for it in items if it.get("image") is None]
-        items = [it for it in items if it.get("image") is not None]
-        batch: dict[str, Any] = {
-            "size": len(items),
-            "bad_images": len(bad),
-            "task_ids": torch.tensor([it["task_id"] for it in items], dtype=torch.long),
-            "tasks": [it["task"] for it in items],
-            "image_ids": [it["image_id"] for it in items],
-            "sample_ids": [it["sample_id"] for it in items],
-        }
-        for task in TASKS:
-            batch[f"{task}_index"] = torch.tensor([i for i, it in enumerate(items) if it["task"] == task],
-                                                  dtype=torch.long)
-        batch["vqa_answers"] = [list(it["answers"]) for it in items if it["task"] == "vqa"]
-        batch["caption_references"] = [list(it["references"] or [it["text"]]) for it in items
-                                       if it["task"] == "caption"]
+        batch, items = collate_common(items)
         if not items:
             return batch
         prompts = [format_prompt(it["task"], it["text"] if it["task"] == "vqa" else "", self.prompts)
