@@ -184,6 +184,18 @@ def jsonl_objects() -> list[dict]:
     ]
 
 
+def write_damaged_json(path: Path, doc: Any, damage: str, rng: random.Random) -> str:
+    """Write ``doc`` to ``path`` with its bytes ("bytes") or its structure ("tree") mutated;
+    returns what was done."""
+    if damage == "bytes":
+        data, how = mutate_bytes(json.dumps(doc).encode(), rng)
+        path.write_bytes(data)
+    else:
+        bad, how = mutate_tree(doc, rng)
+        write_json(path, bad)
+    return how
+
+
 def write_jsonl(path: Path, objects: list[Any]) -> Path:
     path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
     return path
@@ -212,12 +224,7 @@ def test_fuzz_read_vqav2(tmp_path, which, damage):
         rng = random.Random(seed)
         write_json(q_path, questions)
         write_json(a_path, annotations)
-        if damage == "bytes":
-            data, how = mutate_bytes(json.dumps(doc).encode(), rng)
-            target.write_bytes(data)
-        else:
-            bad, how = mutate_tree(doc, rng)
-            write_json(target, bad)
+        how = write_damaged_json(target, doc, damage, rng)
         issue = problem(lambda: read_vqav2(q_path, a_path, tmp_path / "images"), target)
         if issue:
             found.append(f"seed {seed} ({how}): {issue}")
@@ -231,12 +238,7 @@ def test_fuzz_read_karpathy(tmp_path, damage):
     found = []
     for seed in range(MUTATIONS):
         rng = random.Random(seed)
-        if damage == "bytes":
-            data, how = mutate_bytes(json.dumps(doc).encode(), rng)
-            path.write_bytes(data)
-        else:
-            bad, how = mutate_tree(doc, rng)
-            write_json(path, bad)
+        how = write_damaged_json(path, doc, damage, rng)
         for split, task in (("train", "retrieval"), ("val", "caption")):
             issue = problem(lambda: read_karpathy(path, tmp_path, split, task), path)
             if issue:
