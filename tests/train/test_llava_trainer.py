@@ -252,3 +252,13 @@ def test_train_vl_reads_a_llava_hf_style_folder(synthetic_llava, tmp_path):
     document = train_vl(cfg)
     assert document["steps"] == 2 and set(document["metrics"]) == set(TASKS)
     assert (tmp_path / "run" / "adapters" / "adapter_model.safetensors").is_file()
+
+
+def test_projector_only_run_saves_the_projector(synthetic_llava, tmp_path):
+    from vlmtl.train import train_vl
+
+    out = tmp_path / "run"
+    train_vl(llava_config(synthetic_llava, method="none", max_steps=1, output=str(out), eval_max_samples=2))
+    saved = load_file(str(out / "trainable.safetensors"))
+    assert saved and all(k.startswith("model.multi_modal_projector.") for k in saved)
+    assert not (out / "adapters").exists()

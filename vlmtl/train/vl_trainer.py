@@ -226,7 +226,7 @@ def _write_weights(out: Path, model: VLModel, cfg: VLTrainConfig) -> None:
     if cfg.method != "none":
         save_adapters(model.adapted, out / "adapters")
     elif not len(model.heads):
-        state = {k: v.detach().contiguous().cpu() for k, v in model.adapted.named_parameters() if v.requires_grad}
+        state = ckpt.trainable_state(model.adapted)
         atomic_write(out / "trainable.safetensors", lambda tmp: save_file(state, tmp))
     if len(model.heads):
         atomic_write(out / "heads.safetensors", lambda tmp: save_model(model.heads, tmp))  # handles tied weights
