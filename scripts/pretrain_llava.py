@@ -33,29 +33,14 @@ from tqdm import tqdm  # noqa: E402
 
 from vlmtl.adapters.io import atomic_write  # noqa: E402
 from vlmtl.data import MultiTaskDataset, read_jsonl, write_synthetic_dataset  # noqa: E402
-from vlmtl.metrics import bleu4, cider  # noqa: E402
 from vlmtl.models.clip import HFImageTransform  # noqa: E402
-from vlmtl.models.llava import DEFAULT_LLAVA_DIR, MultiTaskLlava, save_llava, tiny_llava_for  # noqa: E402
-from vlmtl.models.llava_text import LlavaWordTokenizer, positions_from_mask  # noqa: E402
-from vlmtl.train.llava_model import LlavaCollator  # noqa: E402
+from vlmtl.models.llava import DEFAULT_LLAVA_DIR, MultiTaskLlava, num_image_tokens, save_llava, tiny_llava_for  # noqa: E402,E501
+from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer, positions_from_mask  # noqa: E402
+from vlmtl.train.llava_model import LlavaCollator, VLLlavaModel  # noqa: E402
+from vlmtl.train.vl_eval import evaluate_llava  # noqa: E402
 
 IMAGE_SIZE = 64
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # the synthetic images' statistics, as for the tiny CLIP
-
-
-@torch.no_grad()
-def evaluate(llava: MultiTaskLlava, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Greedy captions of held-out scenes: BLEU-4 and CIDEr-D against their references."""
-    llava.eval()
-    candidates, references = {}, {}
-    for batch in loader:
-        out = llava.generate(batch["pixel_values"].to(device), "caption", input_ids=batch["input_ids"],
-                             attention_mask=batch["attention_mask"], max_new_tokens=48)
-        for image_id, ids, refs in zip(batch["image_ids"], out.tolist(), batch["caption_references"]):
-            candidates[image_id] = llava.tokenizer.decode(ids)
-            references[image_id] = refs
-    llava.train()
-    return {"BLEU-4": 100 * bleu4(candidates, references), "CIDEr": 100 * cider(candidates, references)}
 
 
 def main() -> None:
@@ -89,9 +74,9 @@ def main() -> None:
     scene_ids = list(dict.fromkeys(s.image_id for s in captions))
     held_out = set(scene_ids[-args.held_out:])
     train = [s for s in captions if s.image_id not in held_out]
-    val = list({s.image_id: s for s in captions if s.image_id in held_out}.values())  # one per scene
+    val = [s for s in captions if s.image_id in held_out]  # scored once per scene
     logging.info("pretrain split: %d captions of %d scenes for training, %d scenes held out; %d token ids",
-                 len(train), len(scene_ids) - len(held_out), len(val), tokenizer.vocab_size)
+                 len(train), len(scene_ids) - len(held_out), len(held_out), tokenizer.vocab_size)
 
     model = tiny_llava_for(tokenizer, image_size=IMAGE_SIZE, patch_size=8, hidden=args.hidden, layers=args.layers,
                            heads=args.hidden // 32, vision_layers=args.vision_layers, vision_feature_layer=-1)
@@ -101,14 +86,10 @@ def main() -> None:
     processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE,
                                    "width": IMAGE_SIZE}, image_mean=MEAN, image_std=STD)
     transform = HFImageTransform(processor)
-    num_image_tokens = model.config.image_seq_length
-    collate = LlavaCollator(tokenizer, num_image_tokens, {"caption": "describe the image:"})
+    collate = LlavaCollator(tokenizer, num_image_tokens(model.config), {"caption": PROMPTS["caption"]})
     loader = DataLoader(MultiTaskDataset(train, transform, tasks=["caption"]), batch_size=args.batch_size,
                         shuffle=True, drop_last=True, num_workers=args.workers, collate_fn=collate,
                         generator=torch.Generator().manual_seed(args.seed), persistent_workers=args.workers > 0)
-    val_loader = DataLoader(MultiTaskDataset(val, transform, tasks=["caption"]), batch_size=100,
-                            collate_fn=LlavaCollator(tokenizer, num_image_tokens, {"caption": "describe the image:"},
-                                                     with_targets=False))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -135,7 +116,9 @@ def main() -> None:
                 break
     progress.close()
 
-    scores = evaluate(MultiTaskLlava(model, tokenizer, None, tasks=["caption"]), val_loader, device)
+    # greedy captions of the held-out scenes, scored as train_vl.py scores its validation captions
+    llava = MultiTaskLlava(model, tokenizer, None, tasks=["caption"], preprocess=transform)
+    scores = evaluate_llava(VLLlavaModel(llava).eval(), val, "caption", max_new_tokens=48, device=device)
     logging.info("held-out captions: %s", {k: round(v, 1) for k, v in scores.items()})
 
     out = Path(args.output)
