@@ -18,22 +18,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import open_clip
-import torch
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vlmtl.adapters.io import atomic_write
-from vlmtl.data import ImageTransform, MultiTaskCollator, MultiTaskDataset, read_jsonl, write_synthetic_dataset
-from vlmtl.heads import RetrievalHead
-from vlmtl.metrics import recall_at_k
-from vlmtl.models import WordTokenizer
-from vlmtl.models.clip import DEFAULT_CLIP_DIR, WORD_TOKENIZER_FILE
+import open_clip  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from vlmtl.adapters.io import atomic_write  # noqa: E402
+from vlmtl.data import (  # noqa: E402
+    ImageTransform,
+    MultiTaskBatchSampler,
+    MultiTaskCollator,
+    MultiTaskDataset,
+    read_jsonl,
+    write_synthetic_dataset,
+)
+from vlmtl.models import MultiTaskCLIP, WordTokenizer  # noqa: E402
+from vlmtl.models.clip import DEFAULT_CLIP_DIR  # noqa: E402
+from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE  # noqa: E402
+from vlmtl.train import Job, Trainer, TrainConfig, VLMultiTaskModel  # noqa: E402
+from vlmtl.train.vl_eval import evaluate_retrieval  # noqa: E402
 
 IMAGE_SIZE = 64
 CONTEXT_LENGTH = 40
@@ -50,29 +60,11 @@ def model_config(width: int, layers: int) -> dict:
     }
 
 
-def evaluate(model, loader) -> dict[str, float]:
-    """Zero-shot Recall@K on held-out pretrain scenes (unique images vs all captions)."""
-    model.eval()
-    image_rows: dict[str, int] = {}
-    image_embs, text_embs, owners = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            img = model.encode_image(batch["images"], normalize=True)
-            txt = model.encode_text(batch["text_tokens"], normalize=True)
-            for i, image_id in enumerate(batch["image_ids"]):
-                if image_id not in image_rows:
-                    image_rows[image_id] = len(image_rows)
-                    image_embs.append(img[i])
-                owners.append(image_rows[image_id])
-            text_embs.append(txt)
-    similarity = torch.stack(image_embs) @ torch.cat(text_embs).T
-    model.train()
-    return recall_at_k(similarity, owners)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(DEFAULT_CLIP_DIR))
+    parser.add_argument("--run-dir", default="runs/pretrain_clip", dest="run_dir",
+                        help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
     parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
     parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
     parser.add_argument("--steps", type=int, default=1000)
@@ -83,9 +75,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     start = time.time()
+    cfg = TrainConfig(tasks=["retrieval"], method="full", max_steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=0.05, warmup_ratio=0.05, grad_clip=1.0, workers=args.workers,
+                      seed=args.seed, output=args.run_dir, save_every=max(1, args.steps // 5))
+    trainer = Trainer(cfg)
 
     data_root = Path(args.data or tempfile.mkdtemp(prefix="vlmtl-pretrain-"))
     write_synthetic_dataset(data_root, n_train=0, n_val=0, n_pretrain=args.images, seed=args.seed,
@@ -103,45 +98,18 @@ def main() -> None:
 
     config = model_config(args.width, args.layers)
     config["text_cfg"]["vocab_size"] = tokenizer.vocab_size
-    model = open_clip.CLIP(**config)
-    head = RetrievalHead()
     transform = ImageTransform(IMAGE_SIZE, MEAN, STD)
-    collate = MultiTaskCollator(tokenizer)
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(MultiTaskDataset(train, transform, tasks=["retrieval"]), batch_size=args.batch_size,
-                        shuffle=True, drop_last=True, num_workers=args.workers, collate_fn=collate,
-                        generator=generator, persistent_workers=args.workers > 0)
-    val_loader = DataLoader(MultiTaskDataset(val, transform, tasks=["retrieval"]), batch_size=256,
-                            collate_fn=collate)
-    params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
-    warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / args.steps)).item()),
-    )
-
-    model.train()
-    progress = tqdm(total=args.steps, desc="pre-training")
-    step = 0
-    while step < args.steps:
-        for batch in loader:
-            img = model.encode_image(batch["images"])
-            txt = model.encode_text(batch["text_tokens"])
-            loss = head(img, txt, batch["image_ids"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            if step >= args.steps:
-                break
-    progress.close()
-    recall = evaluate(model, val_loader)
+    clip = MultiTaskCLIP(open_clip.CLIP(**config), "open_clip", ["retrieval"], tokenizer=tokenizer,
+                         preprocess=transform)
+    model = VLMultiTaskModel(clip, ["retrieval"])  # every parameter trains, with the InfoNCE head
+    dataset = MultiTaskDataset(train, transform, tasks=["retrieval"])
+    sampler = MultiTaskBatchSampler(dataset.task_of_each_index, args.batch_size, seed=args.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
+                        collate_fn=MultiTaskCollator(tokenizer), generator=torch.Generator().manual_seed(args.seed))
+    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training CLIP"))
+    recall = evaluate_retrieval(model.eval(), val, transform, device=trainer.device)
     logging.info("held-out zero-shot retrieval: %s", {k: round(v, 1) for k, v in recall.items()})
+    trainer.write_run({"held_out_zero_shot_retrieval": recall})
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,16 +118,17 @@ def main() -> None:
         "preprocess_cfg": {"size": IMAGE_SIZE, "mean": list(MEAN), "std": list(STD),
                            "interpolation": "bicubic", "resize_mode": "shortest"},
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in clip.backbone.state_dict().items()}
     atomic_write(out / "open_clip_model.safetensors", lambda tmp: save_file(state, tmp))
     atomic_write(out / "open_clip_config.json", lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
     atomic_write(out / WORD_TOKENIZER_FILE, tokenizer.save)
     card = {
         "made_by": "python scripts/pretrain_base.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("output", "data", "workers")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("output", "data", "workers", "run_dir")),
         "pretrain_scenes": args.images,
         "held_out_zero_shot_retrieval": {k: round(v, 2) for k, v in recall.items()},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in clip.backbone.parameters()),
         "minutes": round((time.time() - start) / 60, 1),
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,

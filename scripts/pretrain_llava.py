@@ -29,14 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from transformers import CLIPImageProcessor  # noqa: E402
 
 from vlmtl.adapters.io import atomic_write  # noqa: E402
-from vlmtl.data import MultiTaskDataset, read_jsonl, write_synthetic_dataset  # noqa: E402
+from vlmtl.data import MultiTaskBatchSampler, MultiTaskDataset, read_jsonl, write_synthetic_dataset  # noqa: E402
 from vlmtl.models.clip import HFImageTransform  # noqa: E402
-from vlmtl.models.llava import DEFAULT_LLAVA_DIR, MultiTaskLlava, num_image_tokens, save_llava, tiny_llava_for  # noqa: E402,E501
-from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer, positions_from_mask  # noqa: E402
-from vlmtl.train.llava_model import LlavaCollator, VLLlavaModel  # noqa: E402
+from vlmtl.models.llava import MultiTaskLlava  # noqa: E402
+from vlmtl.models.llava_build import DEFAULT_LLAVA_DIR, save_llava, tiny_llava_for  # noqa: E402
+from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer  # noqa: E402
+from vlmtl.train import Job, Trainer, TrainConfig  # noqa: E402
+from vlmtl.train.llava_model import VLLlavaModel  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_llava  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -46,6 +48,8 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # the synthetic images' statist
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(DEFAULT_LLAVA_DIR))
+    parser.add_argument("--run-dir", default="runs/pretrain_llava", dest="run_dir",
+                        help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
     parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
     parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
     parser.add_argument("--held-out", type=int, default=200, dest="held_out", help="scenes kept for the score")
@@ -57,12 +61,13 @@ def main() -> None:
     parser.add_argument("--vision-layers", type=int, default=4, dest="vision_layers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
     start = time.time()
+    cfg = TrainConfig(tasks=["caption"], method="full", max_steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=0.05, warmup_ratio=0.05, grad_clip=1.0, workers=args.workers,
+                      seed=args.seed, output=args.run_dir, save_every=max(1, args.steps // 5))
+    trainer = Trainer(cfg)
 
     data_root = Path(args.data or tempfile.mkdtemp(prefix="vlmtl-pretrain-"))
     write_synthetic_dataset(data_root, n_train=0, n_val=0, n_pretrain=args.images, seed=args.seed,
@@ -78,63 +83,42 @@ def main() -> None:
     logging.info("pretrain split: %d captions of %d scenes for training, %d scenes held out; %d token ids",
                  len(train), len(scene_ids) - len(held_out), len(held_out), tokenizer.vocab_size)
 
-    model = tiny_llava_for(tokenizer, image_size=IMAGE_SIZE, patch_size=8, hidden=args.hidden, layers=args.layers,
-                           heads=args.hidden // 32, vision_layers=args.vision_layers, vision_feature_layer=-1)
-    model.to(device).train()
-    from transformers import CLIPImageProcessor
-
+    backbone = tiny_llava_for(tokenizer, image_size=IMAGE_SIZE, patch_size=8, hidden=args.hidden,
+                              layers=args.layers, heads=args.hidden // 32, vision_layers=args.vision_layers,
+                              vision_feature_layer=-1)
     processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE,
                                    "width": IMAGE_SIZE}, image_mean=MEAN, image_std=STD)
     transform = HFImageTransform(processor)
-    collate = LlavaCollator(tokenizer, num_image_tokens(model.config), {"caption": PROMPTS["caption"]})
-    loader = DataLoader(MultiTaskDataset(train, transform, tasks=["caption"]), batch_size=args.batch_size,
-                        shuffle=True, drop_last=True, num_workers=args.workers, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(args.seed), persistent_workers=args.workers > 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / args.steps)).item()),
-    )
-
-    progress = tqdm(total=args.steps, desc="pre-training LLaVA")
-    step = 0
-    while step < args.steps:
-        for batch in loader:
-            output = model(pixel_values=batch["pixel_values"].to(device), input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device), labels=batch["labels"].to(device),
-                           position_ids=positions_from_mask(batch["attention_mask"]).to(device))
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{output.loss.item():.3f}")
-            if step >= args.steps:
-                break
-    progress.close()
+    llava = MultiTaskLlava(backbone, tokenizer, None, tasks=["caption"], prompts={"caption": PROMPTS["caption"]},
+                           preprocess=transform)
+    backbone.requires_grad_(True)  # pre-training: every part learns
+    model = VLLlavaModel(llava)
+    dataset = MultiTaskDataset(train, transform, tasks=["caption"])
+    sampler = MultiTaskBatchSampler(dataset.task_of_each_index, args.batch_size, seed=args.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, collate_fn=model.collator(),
+                        generator=torch.Generator().manual_seed(args.seed))
+    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training LLaVA"))
 
     # greedy captions of the held-out scenes, scored as train_vl.py scores its validation captions
-    llava = MultiTaskLlava(model, tokenizer, None, tasks=["caption"], preprocess=transform)
-    scores = evaluate_llava(VLLlavaModel(llava).eval(), val, "caption", max_new_tokens=48, device=device)
+    scores = evaluate_llava(model.eval(), val, "caption", max_new_tokens=48, device=trainer.device)
     logging.info("held-out captions: %s", {k: round(v, 1) for k, v in scores.items()})
+    trainer.write_run({"held_out_captions_greedy": scores})
 
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     staging.chmod(0o755)
-    save_llava(model.cpu(), tokenizer, staging, image_processor=processor)
+    save_llava(backbone.cpu(), tokenizer, staging, image_processor=processor)
     card = {
         "made_by": "python scripts/pretrain_llava.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("output", "data", "workers")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("output", "data", "workers", "run_dir")),
         "objective": "captioning ('describe the image:') on the synthetic pretrain split; no questions",
         "pretrain_scenes": args.images,
         "held_out_captions_greedy": {k: round(v, 2) for k, v in scores.items()},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in backbone.parameters()),
         "minutes": round((time.time() - start) / 60, 1),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": str(trainer.device),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

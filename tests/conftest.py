@@ -93,7 +93,7 @@ def write_tiny_open_clip_dir(folder, words, seed: int = 0):
     from safetensors.torch import save_file
 
     from vlmtl.models import WordTokenizer
-    from vlmtl.models.clip import WORD_TOKENIZER_FILE
+    from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def write_tiny_llava_dir(path, texts, image_size: int = 32, seed: int = 0):
     layout of assets/vlmtl-tiny-llava), whose vocabulary covers ``texts``."""
     from transformers import CLIPImageProcessor
 
-    from vlmtl.models.llava import save_llava, tiny_llava_for
+    from vlmtl.models.llava_build import save_llava, tiny_llava_for
     from vlmtl.models.llava_text import LlavaWordTokenizer
 
     tokenizer = LlavaWordTokenizer.build(texts)
@@ -159,7 +159,7 @@ def write_hf_llava_dir(path, texts, image_size: int = 32, seed: int = 0):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
 
-    from vlmtl.models.llava import build_tiny_llava
+    from vlmtl.models.llava_build import build_tiny_llava
 
     special = ["<pad>", "<unk>", "<s>", "</s>"]
     splitter = pre_tokenizers.Whitespace()

@@ -17,9 +17,13 @@ from .adapters import (
 __version__ = "0.1.0"
 
 
+_MODELS = ("create_multitask_clip", "MultiTaskCLIP", "create_multitask_llava", "MultiTaskLlava",
+           "create_multitask_swin", "MultiTaskSwin")
+
+
 def __getattr__(name: str):
     # Backbones import open_clip/transformers: load them on first use, not on `import vlmtl`.
-    if name in ("create_multitask_clip", "MultiTaskCLIP", "create_multitask_llava", "MultiTaskLlava"):
+    if name in _MODELS:
         from . import models
 
         return getattr(models, name)
@@ -41,5 +45,7 @@ __all__ = [
     "MultiTaskCLIP",
     "create_multitask_llava",
     "MultiTaskLlava",
+    "create_multitask_swin",
+    "MultiTaskSwin",
     "__version__",
 ]

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from vlmtl.adapters import adapted_module_names
 from vlmtl.adapters.layers import LoRALinear, MTLLoRALinear
 from vlmtl.models import WordTokenizer, create_multitask_clip, tower_target_regex
-from vlmtl.models.clip import WORD_TOKENIZER_FILE
+from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE
 
 from ..conftest import make_hf_clip, make_open_clip
 
@@ -40,9 +40,9 @@ def open_clip_dir(tmp_path):
 def test_local_dir_loads_the_saved_weights_and_tokenizer(open_clip_dir, clip_inputs):
     folder, reference = open_clip_dir
     images, tokens = clip_inputs
-    clip = create_multitask_clip("open_clip", f"local-dir:{folder}", method="mtl_lora", tasks=["vqa", "retrieval"])
+    clip = create_multitask_clip(f"local-dir:{folder}", method="mtl_lora", tasks=["vqa", "retrieval"])
     with torch.no_grad():
-        got = clip.encode_image(images, task="vqa")
+        got = clip.encode_image(images, task_ids="vqa")
         expected = reference.encode_image(images)
     torch.testing.assert_close(got, expected)  # zero-init adapters: exactly the saved model
     assert isinstance(clip.tokenizer, WordTokenizer)
@@ -60,14 +60,14 @@ def test_pretrained_local_checkpoint_file(tmp_path, clip_inputs):
     open_clip.add_model_config(config_dir)
     checkpoint = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(checkpoint))
-    clip = create_multitask_clip("open_clip", "vlmtl-test-tiny", pretrained=str(checkpoint), method="lora",
+    clip = create_multitask_clip("vlmtl-test-tiny", pretrained=str(checkpoint), method="lora",
                                  tasks=["retrieval"])
     images, tokens = clip_inputs
     with torch.no_grad():
         torch.testing.assert_close(clip.encode_text(tokens), reference.encode_text(tokens))
     assert any(isinstance(m, LoRALinear) for m in clip.modules())
     with pytest.raises(FileNotFoundError, match="pretrained checkpoint not found"):
-        create_multitask_clip("open_clip", "vlmtl-test-tiny", pretrained=str(tmp_path / "missing.safetensors"))
+        create_multitask_clip("vlmtl-test-tiny", pretrained=str(tmp_path / "missing.safetensors"))
 
 
 def test_hf_from_pretrained_directory(tmp_path, clip_inputs):
@@ -77,10 +77,10 @@ def test_hf_from_pretrained_directory(tmp_path, clip_inputs):
 
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "hf")
     WordTokenizer(["a", "dog"], context_length=16).save(tmp_path / "hf" / WORD_TOKENIZER_FILE)
-    clip = create_multitask_clip("hf", str(tmp_path / "hf"), method="mtl_lora", tasks=["vqa", "caption"], r=2)
+    clip = create_multitask_clip(str(tmp_path / "hf"), backbone="hf", method="mtl_lora", tasks=["vqa", "caption"], r=2)
     images, tokens = clip_inputs
     with torch.no_grad():
-        pooled, patch_tokens = clip.encode_image(images, task=["vqa", "caption", "vqa", "vqa"], return_tokens=True)
+        pooled, patch_tokens = clip.encode_image(images, task_ids=["vqa", "caption", "vqa", "vqa"], return_tokens=True)
         expected = reference.get_image_features(pixel_values=images).pooler_output
     torch.testing.assert_close(pooled, expected)
     assert patch_tokens.shape == (4, 17, 32) and clip.image_token_dim == 32 and clip.embed_dim == 32
@@ -90,12 +90,12 @@ def test_hf_from_pretrained_directory(tmp_path, clip_inputs):
 
     assert clip.preprocess(Image.new("RGB", (40, 50))).shape == (3, 32, 32)
     with pytest.raises(FileNotFoundError, match="config.json missing"):
-        create_multitask_clip("hf", str(tmp_path / "nothing"))
+        create_multitask_clip(str(tmp_path / "nothing"), backbone="hf")
 
 
 def test_targets_cover_attention_and_mlp_of_both_towers(open_clip_dir):
     folder, _ = open_clip_dir
-    clip = create_multitask_clip("open_clip", f"local-dir:{folder}", tasks=["vqa", "retrieval"])
+    clip = create_multitask_clip(f"local-dir:{folder}", tasks=["vqa", "retrieval"])
     names = adapted_module_names(clip.backbone)
     for prefix in ("visual.transformer.resblocks.1", "transformer.resblocks.1"):
         for suffix in ("attn.in_proj", "attn.out_proj", "mlp.c_fc", "mlp.c_proj"):
@@ -107,14 +107,14 @@ def test_targets_cover_attention_and_mlp_of_both_towers(open_clip_dir):
 
 def test_method_none_freezes_and_still_checks_tasks(open_clip_dir, clip_inputs):
     folder, _ = open_clip_dir
-    clip = create_multitask_clip("open_clip", f"local-dir:{folder}", method="none", tasks=["vqa"])
+    clip = create_multitask_clip(f"local-dir:{folder}", method="heads_only", tasks=["vqa"])
     assert not any(p.requires_grad for p in clip.parameters())
     images, _ = clip_inputs
-    clip.encode_image(images, task="vqa")
+    clip.encode_image(images, task_ids="vqa")
     with pytest.raises(ValueError, match="unknown task 'caption'"):
-        clip.encode_image(images, task="caption")
+        clip.encode_image(images, task_ids="caption")
     with pytest.raises(ValueError, match="unknown method 'adapter'"):
-        create_multitask_clip("open_clip", f"local-dir:{folder}", method="adapter")
+        create_multitask_clip(f"local-dir:{folder}", method="adapter")
 
 
 def test_word_tokenizer_round_trip(tmp_path):

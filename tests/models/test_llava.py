@@ -12,13 +12,11 @@ from vlmtl.models.llava import (
     MultiTaskLlava,
     create_multitask_llava,
     llava_target_regex,
-    load_llava,
-    num_image_tokens,
-    save_llava,
-    tiny_llava_for,
     vision_layers_used,
 )
-from vlmtl.models.llava_text import IGNORE_INDEX, LlavaWordTokenizer, build_inputs, format_prompt
+from vlmtl.models.llava_build import load_llava, num_image_tokens, save_llava, tiny_llava_for
+from vlmtl.models.llava_text import LlavaWordTokenizer, build_inputs, format_prompt
+from vlmtl.registry import LM_IGNORE_INDEX as IGNORE_INDEX
 
 TASKS = ("vqa", "caption")
 TEXTS = ["what color is the cube", "a red cube on a table", "how many balls are there"]
@@ -37,7 +35,7 @@ def make_model(seed: int = 0, randomize: bool = True, **kwargs) -> MultiTaskLlav
     tokenizer = make_tokenizer()
     torch.manual_seed(seed)
     base = tiny_llava_for(tokenizer, **TINY)
-    model = create_multitask_llava(TASKS, model=base, tokenizer=tokenizer, **{**HPARAMS, **kwargs})
+    model = create_multitask_llava(tasks=TASKS, model=base, tokenizer=tokenizer, **{**HPARAMS, **kwargs})
     if randomize:
         generator = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -230,7 +228,7 @@ def test_save_and_load_adapters_gives_identical_generations(tmp_path, images):
     torch.manual_seed(5)
     save_llava(tiny_llava_for(tokenizer, **TINY), tokenizer, tmp_path / "base")
     base, loaded_tokenizer = load_llava(tmp_path / "base")
-    model = create_multitask_llava(TASKS, model=base, tokenizer=loaded_tokenizer, vision_targets=VISION_TARGETS,
+    model = create_multitask_llava(tasks=TASKS, model=base, tokenizer=loaded_tokenizer, vision_targets=VISION_TARGETS,
                                    **HPARAMS)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -242,7 +240,7 @@ def test_save_and_load_adapters_gives_identical_generations(tmp_path, images):
 
     fresh, fresh_tokenizer = load_llava(tmp_path / "base")
     assert fresh_tokenizer.words.vocab == tokenizer.words.vocab
-    restored = create_multitask_llava(TASKS, model=fresh, tokenizer=fresh_tokenizer, vision_targets=VISION_TARGETS,
+    restored = create_multitask_llava(tasks=TASKS, model=fresh, tokenizer=fresh_tokenizer, vision_targets=VISION_TARGETS,
                                       **HPARAMS).eval()
     assert not torch.equal(restored.generate(images, TASK_OF, texts=TEXTS, max_new_tokens=5, num_beams=2), expected)
     load_adapters(restored.model, tmp_path / "adapters")
@@ -310,7 +308,7 @@ def test_embedded_llava_loads_offline_and_covers_the_synthetic_vocabulary(tmp_pa
 
     card = json.loads((DEFAULT_LLAVA_DIR / "pretrain_card.json").read_text())
     assert card["made_by"].startswith("python scripts/pretrain_llava.py")
-    model = vlmtl.create_multitask_llava(("vqa", "caption"), model_dir=DEFAULT_LLAVA_DIR, r=4).eval()
+    model = vlmtl.create_multitask_llava(DEFAULT_LLAVA_DIR, tasks=("vqa", "caption"), r=4).eval()
     write_synthetic_dataset(tmp_path, n_train=4, n_val=0, seed=5)
     samples = read_jsonl(tmp_path / "train.jsonl", tmp_path)
     tokenizer = model.tokenizer

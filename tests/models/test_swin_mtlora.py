@@ -11,7 +11,8 @@ import torch
 
 from vlmtl.adapters import count_parameters
 from vlmtl.adapters.layers import LoRALinear, MTLLoRALinear, MTLoRALinear
-from vlmtl.heads.dense import DENSE_TASKS, MultiTaskDenseLoss
+from vlmtl.heads.dense import MultiTaskDenseLoss
+from vlmtl.registry import DENSE_TASKS
 from vlmtl.models.swin_mtlora import DEFAULT_SWIN, MultiTaskSwin, create_multitask_swin
 
 TASKS = tuple(DENSE_TASKS)
@@ -46,7 +47,7 @@ def reference_features(ref: torch.nn.Module, images: torch.Tensor) -> list[torch
 @pytest.mark.parametrize("r, expected", [(16, 4_953_146), (32, 6_083_642), (64, 8_344_634)])
 def test_swin_t_mtlora_trainable_count_is_official(r, expected):
     # weight_init="skip" keeps the layers' own init and skips timm's slow re-init: counts only
-    model = create_multitask_swin(DEFAULT_SWIN, TASKS, method="mtlora", r=r, r_task=4, img_size=448,
+    model = create_multitask_swin(DEFAULT_SWIN, tasks=TASKS, method="mtlora", r=r, r_task=4, img_size=448,
                                   weight_init="skip")
     assert count_parameters(model)[0] == expected
     groups = model.parameter_groups()
@@ -99,7 +100,7 @@ def test_mtlora_plus_adapts_patch_merging_instead_of_training_it():
 
 
 def test_decoders_only_and_full():
-    model = tiny("decoders_only")
+    model = tiny("heads_only")
     groups = model.parameter_groups()
     assert groups["decoders"] == count_parameters(model)[0] > 0
     assert not any(p.requires_grad for p in model.backbone.parameters())

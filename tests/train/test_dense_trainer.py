@@ -20,7 +20,8 @@ from torch import nn
 
 from vlmtl.data import PascalContextMT, write_synthetic_pascal
 from vlmtl.data.pascal import read_human_parts
-from vlmtl.heads.dense import DENSE_TASKS, MultiTaskDenseLoss
+from vlmtl.heads.dense import MultiTaskDenseLoss
+from vlmtl.registry import DENSE_TASKS
 from vlmtl.metrics.dense import PAPER_SINGLE_TASK
 from vlmtl.train import checkpoint as ckpt
 from vlmtl.train.dense_config import DenseTrainConfig
@@ -39,6 +40,12 @@ def tiny_pascal(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pascal") / "PASCAL_MT"
     write_synthetic_pascal(root, n_train=8, n_val=4, seed=0, size=64)
     return root
+
+
+def run_tensors(out: Path) -> dict[str, torch.Tensor]:
+    """Every tensor a dense run saved, under the model's names (backbone. / decoders.)."""
+    tensors = {f"backbone.{k}": v for k, v in load_file(str(out / "adapters" / "adapter_model.safetensors")).items()}
+    return {**tensors, **{f"decoders.{k}": v for k, v in load_file(str(out / "heads.safetensors")).items()}}
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> DenseTrainConfig:
@@ -62,7 +69,7 @@ def test_config_defaults_yaml_and_overrides(tmp_path):
     assert (cfg.batch_size, cfg.r, cfg.tasks) == (64, 64, ["semseg", "normals"])
     assert cfg.lr == pytest.approx(5e-4 * 64 / 512)
     assert cfg.single_task_baselines == {"semseg": 67.21, "normals": 17.97}
-    assert cfg.steps_for(10) == 3000 and DenseTrainConfig(max_steps=7).steps_for(10) == 7
+    assert cfg.total_steps(10) == 3000 and DenseTrainConfig(max_steps=7).total_steps(10) == 7
     with pytest.raises(ValueError, match="unknown option"):
         DenseTrainConfig.from_sources(path, nonsense=1)
     with pytest.raises(ValueError, match="single_task trains one task"):
@@ -157,15 +164,16 @@ def test_three_step_training_writes_the_run_folder(tiny_pascal, tmp_path):
     assert [row["step"] for row in history] == [1, 2, 3]
     assert all(math.isfinite(row[t]) for row in history for t in TASKS)
     assert all(math.isfinite(v) for v in metrics["final_losses"].values())
-    for name in ("config.yaml", "training_curves.png", "weights.safetensors"):
+    for name in ("config.yaml", "training_curves.png", "adapters/adapter_config.json", "heads.safetensors"):
         assert (out / name).is_file(), name
-    weights = load_file(str(out / "weights.safetensors"))
+    weights = run_tensors(out)  # the core's adapter format for the backbone, the decoders beside it
     assert sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k) == \
         metrics["trainable_parameters"]
+    assert any(k.startswith("decoders.") and "running_mean" in k for k in weights)  # BatchNorm statistics kept
     model = build_dense_model(tiny_cfg(tiny_pascal, out))
-    load_dense_weights(model, out / "weights.safetensors")
-    state = dict(model.named_parameters())
-    assert all(torch.equal(state[k], v) for k, v in weights.items() if k in state)
+    load_dense_weights(model, out)
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
 
 
 def test_all_ignore_human_parts_batches_train_without_nan(tiny_pascal, tmp_path):
@@ -205,7 +213,7 @@ def test_resume_from_a_checkpoint_continues_to_the_same_weights(tiny_pascal, tmp
     resumed = train_dense(tiny_cfg(tiny_pascal, out, max_steps=4, save_every=2, seed=1, workers=1))
     assert resumed["resumed_from"].endswith("checkpoint-00000002.pt") and resumed["steps"] == 4
     assert whole["resumed_from"] is None
-    a, b = load_file(str(tmp_path / "whole" / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+    a, b = run_tensors(tmp_path / "whole"), run_tensors(out)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resuming"

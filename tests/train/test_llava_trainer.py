@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from vlmtl.data import MultiTaskDataset, read_jsonl
 from vlmtl.data.answers import majority_answer
 from vlmtl.metrics import vqa_accuracy
-from vlmtl.models.llava_text import IGNORE_INDEX
+from vlmtl.registry import LM_IGNORE_INDEX as IGNORE_INDEX
 from vlmtl.train import VLTrainConfig, build_model
 from vlmtl.train.llava_model import VLLlavaModel, per_task_lm_losses
 from vlmtl.train.vl_eval import evaluate_llava
@@ -126,11 +126,11 @@ def test_one_training_step_trains_adapters_and_projector_only(synthetic_llava):
     assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)[:5]}"
     assert any("language_model" in n and n.endswith(".B") for n in changed)
     assert any("multi_modal_projector" in n for n in changed)
-    assert not any("vision_tower" in n for n in trainable)  # frozen unless image_targets are given
+    assert not any("vision_tower" in n for n in trainable)  # frozen unless vision_targets are given
 
 
 def test_vision_targets_adapt_the_vision_tower(synthetic_llava):
-    model = build_model(llava_config(synthetic_llava, image_targets=["q_proj", "fc1"]), None)
+    model = build_model(llava_config(synthetic_llava, vision_targets=["q_proj", "fc1"]), None)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("vision_tower" in n and ".q_proj." in n for n in trainable)
 
@@ -170,7 +170,7 @@ def test_model_llava_is_shorthand_for_the_embedded_llava():
 def test_script_picks_the_llava_defaults_for_model_llava():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from train_vl import parse_args
+        from vlmtl.cli.train_vl import parse_args
     finally:
         sys.path.pop(0)
     cfg = parse_args(["--model", "llava"])
@@ -225,7 +225,7 @@ def test_llava_run_resumed_from_a_checkpoint_ends_with_the_same_adapters(synthet
 def test_nothing_to_train_is_a_clear_error(synthetic_llava, tmp_path):
     from vlmtl.train import train_vl
 
-    cfg = llava_config(synthetic_llava, method="none", train_projector=False, output=str(tmp_path / "run"))
+    cfg = llava_config(synthetic_llava, method="heads_only", train_projector=False, output=str(tmp_path / "run"))
     with pytest.raises(ValueError, match="nothing to train"):
         train_vl(cfg)
 
@@ -258,7 +258,7 @@ def test_projector_only_run_saves_the_projector(synthetic_llava, tmp_path):
     from vlmtl.train import train_vl
 
     out = tmp_path / "run"
-    train_vl(llava_config(synthetic_llava, method="none", max_steps=1, output=str(out), eval_max_samples=2))
+    train_vl(llava_config(synthetic_llava, method="heads_only", max_steps=1, output=str(out), eval_max_samples=2))
     saved = load_file(str(out / "trainable.safetensors"))
     assert saved and all(k.startswith("model.multi_modal_projector.") for k in saved)
     assert not (out / "adapters").exists()

@@ -82,6 +82,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
 
     if hasattr(model, CONFIG_ATTR):
         _check_compatible(get_config(model), saved)
+        _check_not_merged(model)
     else:
         inject(model, saved)
     if saved_modules is not None and adapted_module_names(model) != saved_modules:
@@ -112,6 +113,16 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
         for name, tensor in tensors.items():
             params[name].copy_(tensor)
     return model
+
+
+def _check_not_merged(model: nn.Module) -> None:
+    """A merged layer's weight holds its current update: new adapter tensors would not reach it."""
+    merged = [name for name, m in model.named_modules() if isinstance(m, AdapterLayer) and m.merged]
+    if merged:
+        raise ValueError(
+            f"{len(merged)} adapter layers are merged (e.g. {merged[0]!r}): their weights hold the current "
+            "adapters' update, which loading would not replace; call vlmtl.adapters.unmerge(model) first"
+        )
 
 
 def _check_compatible(current: AdapterConfig, saved: AdapterConfig) -> None:

@@ -257,7 +257,10 @@ class MTLoRALinear(AdapterLayer):
     ``forward(x)`` returns the shared stream ``W x + b + s·B A x`` (a drop-in linear);
     ``forward_streams(x, task_inputs)`` also returns each task's stream
     ``W x + b + s·B_t A_t u_t``: the frozen W sees the shared input x, only the task's
-    low-rank update sees the task's own input u_t (x when not given)."""
+    low-rank update sees the task's own input u_t (x when not given).
+
+    ``merge()`` folds only the task-agnostic LoRA into W (task-specific ones read u_t, not
+    W's input x); a merged layer's task streams take ``s·B A x`` back out of the base output."""
 
     def __init__(
         self, base: nn.Module, num_tasks: int, r: int, r_task: int, scale: float, dropout: float = 0.0
@@ -282,11 +285,18 @@ class MTLoRALinear(AdapterLayer):
 
     def delta_weight(self, task: int | None = None) -> torch.Tensor:
         if task is not None:
-            raise NotImplementedError("MTLoRA merges only its task-agnostic (shared) stream: pass task=None")
+            raise ValueError(
+                "MTLoRA has no per-task merge: its task-specific LoRAs act on each task's own stream input, "
+                "not on W's input; merge with task=None (the task-agnostic LoRA only)"
+            )
         return self.scale * (self.B.float() @ self.A.float())
 
     def _low_rank(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(self.dropout(x).to(a.dtype), a), b) * self.scale
+
+    def _merged_shared_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """s·B A x without dropout: what a merged base weight adds to ``W x + b``."""
+        return F.linear(F.linear(x.to(self.A.dtype), self.A), self.B) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -301,14 +311,20 @@ class MTLoRALinear(AdapterLayer):
             raise RuntimeError("this MTLoRALinear has no task-specific LoRA (num_tasks=0 or r_task=0)")
         if task_inputs is not None and len(task_inputs) != self.num_tasks:
             raise ValueError(f"got {len(task_inputs)} task streams for {self.num_tasks} tasks")
+        for t, u in enumerate(task_inputs or ()):
+            if u.shape != x.shape:
+                raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
         base_out = self.base_layer(x)
-        shared = base_out if self.merged else base_out + self._low_rank(x, self.A, self.B).to(base_out.dtype)
+        if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
+            shared = base_out
+            frozen = base_out - self._merged_shared_delta(x).to(base_out.dtype)
+        else:
+            shared = base_out + self._low_rank(x, self.A, self.B).to(base_out.dtype)
+            frozen = base_out
         streams = []
         for t in range(self.num_tasks):
             u = x if task_inputs is None else task_inputs[t]
-            if u.shape != x.shape:
-                raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
-            streams.append(base_out + self._low_rank(u, self.task_A[t], self.task_B[t]).to(base_out.dtype))
+            streams.append(frozen + self._low_rank(u, self.task_A[t], self.task_B[t]).to(frozen.dtype))
         return shared, streams
 
     def extra_repr(self) -> str:

@@ -7,16 +7,15 @@ from __future__ import annotations
 from .answers import AnswerVocab, default_normalize
 from .images import ImageLoadError, ImageTransform, load_image
 from .mixed import MultiTaskCollator, MultiTaskDataset, collate_common
-from .pascal import DENSE_TASKS_DATA, AnnotationLoadError, AugParams, PascalContextMT
+from .pascal import AnnotationLoadError, AugParams, PascalContextMT
 from .readers import read_jsonl, read_karpathy, read_vqav2
 from .samplers import STRATEGIES, MultiTaskBatchSampler, task_probabilities
-from .samples import TASKS, Sample
+from .samples import Sample
 from .scenes import Scene, SceneObject, generate_scenes, render_scene
 from .synthetic import SPLITS, write_synthetic_dataset
 from .synthetic_pascal import write_synthetic_pascal
 
 __all__ = [
-    "TASKS",
     "Sample",
     "read_vqav2",
     "read_karpathy",
@@ -38,7 +37,6 @@ __all__ = [
     "render_scene",
     "SPLITS",
     "write_synthetic_dataset",
-    "DENSE_TASKS_DATA",
     "AnnotationLoadError",
     "AugParams",
     "PascalContextMT",

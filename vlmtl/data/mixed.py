@@ -18,7 +18,9 @@ from torch.utils.data import Dataset
 
 from .answers import AnswerVocab
 from .images import ImageLoadError, load_image
-from .samples import TASKS, Sample, check_task
+from vlmtl.registry import VL_TASKS
+
+from .samples import Sample, check_task
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ Tokenizer = Callable[[list[str]], torch.Tensor]
 
 class MultiTaskDataset(Dataset):
     """Samples of several tasks; ``tasks`` fixes the task ids (default: the tasks present,
-    in ``TASKS`` order).
+    in ``VL_TASKS`` order).
 
     ``on_bad_image="skip"`` turns an unreadable image into an item with ``image=None``
     and ``bad_image`` set (the collator drops and counts it) and increments
@@ -48,7 +50,7 @@ class MultiTaskDataset(Dataset):
         self.samples = list(samples)
         if tasks is None:
             present = {s.task for s in self.samples}
-            tasks = [t for t in TASKS if t in present]
+            tasks = [t for t in VL_TASKS if t in present]
         self.tasks = [check_task(t, where="MultiTaskDataset tasks") for t in tasks]
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"duplicate task in tasks={self.tasks}")
@@ -112,8 +114,8 @@ def collate_common(items: list[dict[str, Any]]) -> tuple[dict[str, Any], list[di
         "image_ids": [it["image_id"] for it in items],
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
     }
-    rows = {t: [b for b, it in enumerate(items) if it["task"] == t] for t in TASKS}
-    for t in TASKS:
+    rows = {t: [b for b, it in enumerate(items) if it["task"] == t] for t in VL_TASKS}
+    for t in VL_TASKS:
         batch[f"{t}_index"] = torch.tensor(rows[t], dtype=torch.long)
     batch["vqa_answers"] = [list(items[b]["answers"]) for b in rows["vqa"]]
     batch["caption_references"] = [list(items[b]["references"] or [items[b]["text"]]) for b in rows["caption"]]

@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlmtl.registry import DENSE_TASKS, IGNORE_INDEX
+
 from .images import ImageLoadError, load_image
 
-DENSE_TASKS_DATA = ("semseg", "human_parts", "saliency", "normals")
-IGNORE_INDEX = 255
 NUM_SEMSEG_CLASSES = 21
 PERSON_CLASS_IND = 15  # VOC / Pascal-Part class index of "person"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -334,7 +334,7 @@ class PascalContextMT(Dataset):
         self,
         root: str | Path,
         split: str = "train",
-        tasks: Sequence[str] = DENSE_TASKS_DATA,
+        tasks: Sequence[str] = tuple(DENSE_TASKS),
         img_size: int | tuple[int, int] = 448,
         augment: bool | None = None,
         seed: int | None = None,
@@ -342,9 +342,9 @@ class PascalContextMT(Dataset):
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        unknown = [t for t in tasks if t not in DENSE_TASKS_DATA]
+        unknown = [t for t in tasks if t not in DENSE_TASKS]
         if unknown or not tasks:
-            raise ValueError(f"tasks must be a non-empty subset of {DENSE_TASKS_DATA}, got {tuple(tasks)}")
+            raise ValueError(f"tasks must be a non-empty subset of {tuple(DENSE_TASKS)}, got {tuple(tasks)}")
         self.root = Path(root)
         self.split = split
         self.tasks = tuple(tasks)

@@ -11,14 +11,14 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TASKS = ("vqa", "retrieval", "caption")
+from vlmtl.registry import VL_TASKS
 
 
 def check_task(task: str, where: str = "") -> str:
-    """Return ``task`` if it is known; otherwise a ValueError naming it and ``TASKS``."""
-    if task not in TASKS:
+    """Return ``task`` if it is known; otherwise a ValueError naming it and ``VL_TASKS``."""
+    if task not in VL_TASKS:
         prefix = f"{where}: " if where else ""
-        raise ValueError(f"{prefix}unknown task {task!r}; known tasks are {list(TASKS)}")
+        raise ValueError(f"{prefix}unknown task {task!r}; known tasks are {list(VL_TASKS)}")
     return task
 
 

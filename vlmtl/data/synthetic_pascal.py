@@ -20,7 +20,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from .pascal import IGNORE_INDEX, PERSON_CLASS_IND
+from vlmtl.registry import IGNORE_INDEX
+
+from .pascal import PERSON_CLASS_IND
 
 # Pascal-Part object class names, index = VOC class id (11 is "table" there).
 PART_CLASS_NAMES = (

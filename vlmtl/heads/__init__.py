@@ -3,7 +3,7 @@ captioning (transformer decoder over patch tokens); over a Swin's multi-scale fe
 dense decoders and losses. Plain modules over tensors: they know nothing of models or data."""
 
 from .captioning import CaptionDecoder
-from .dense import DENSE_TASKS, LOSS_WEIGHTS, DenseDecoder, MultiTaskDenseLoss
+from .dense import LOSS_WEIGHTS, DenseDecoder, MultiTaskDenseLoss
 from .retrieval import RetrievalHead, same_image_mask
 from .vqa import VQAHead
 
@@ -12,7 +12,6 @@ __all__ = [
     "VQAHead",
     "CaptionDecoder",
     "same_image_mask",
-    "DENSE_TASKS",
     "LOSS_WEIGHTS",
     "DenseDecoder",
     "MultiTaskDenseLoss",

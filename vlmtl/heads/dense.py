@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DENSE_TASKS: dict[str, int] = {"semseg": 21, "human_parts": 7, "saliency": 1, "normals": 3}
+from vlmtl.registry import IGNORE_INDEX
+
 LOSS_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0}
 DECODER_CHANNELS: tuple[int, ...] = (18, 36, 72, 144)
-IGNORE_INDEX = 255
 
 
 class DenseDecoder(nn.Module):

@@ -9,7 +9,6 @@ into the image and text towers, and returns a :class:`MultiTaskCLIP` whose
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -19,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, inject, use_tasks
-from vlmtl.adapters.config import AdapterConfig
+from vlmtl.adapters import inject, use_tasks
 from vlmtl.adapters.routing import TaskIds, resolve_task_ids, routed_layers
+from vlmtl.paths import assets_dir
+from vlmtl.registry import CLIP_BACKBONES, VL_METHODS, VL_TASKS, resolve_method
 
-from .tokenizer import WordTokenizer
+from .adapter_config import build_adapter_config
+from .tokenizer import WORD_TOKENIZER_FILE, WordTokenizer
 
-ASSETS_DIR = Path(os.environ.get("VLMTL_ASSETS", Path(__file__).resolve().parents[2] / "assets"))
+ASSETS_DIR = assets_dir()
 DEFAULT_CLIP_DIR = ASSETS_DIR / "vlmtl-tiny-clip"
 DEFAULT_CLIP = f"local-dir:{DEFAULT_CLIP_DIR}"
-WORD_TOKENIZER_FILE = "vlmtl_tokenizer.json"
 
 TOWER_PREFIX = {
     "open_clip": {"image": r"visual\.transformer\.resblocks\.\d+", "text": r"transformer\.resblocks\.\d+"},
@@ -38,16 +38,15 @@ DEFAULT_TARGETS = {
     "open_clip": ["attn", "mlp.c_fc", "mlp.c_proj"],
     "hf": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"],
 }
-METHODS = ("mtl_lora", "lora", "none")
 
 
 def tower_target_regex(
-    kind: str, image_targets: Sequence[str] | str | None = None, text_targets: Sequence[str] | str | None = None
+    kind: str, vision_targets: Sequence[str] | str | None = None, text_targets: Sequence[str] | str | None = None
 ) -> str:
     """One regex over full module names: per tower, a list of block-relative suffixes
     (``["attn", "mlp.c_fc"]``) or a full-name regex; ``[]`` leaves a tower unadapted."""
     parts = []
-    for tower, targets in (("image", image_targets), ("text", text_targets)):
+    for tower, targets in (("image", vision_targets), ("text", text_targets)):
         if targets is None:
             targets = DEFAULT_TARGETS[kind]
         if isinstance(targets, str):
@@ -56,21 +55,8 @@ def tower_target_regex(
             names = "|".join(re.escape(t) for t in targets)
             parts.append(rf"{TOWER_PREFIX[kind][tower]}\.(?:{names})")
     if not parts:
-        raise ValueError("no tower has target modules: give image_targets or text_targets")
+        raise ValueError("no tower has target modules: give vision_targets or text_targets")
     return "|".join(parts)
-
-
-def adapter_config(method: str, tasks: Sequence[str], target_modules: str, **hparams) -> AdapterConfig | None:
-    """The core's config for ``method`` (None for 'none': frozen backbone, heads only)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    if method == "none":
-        return None
-    common = {k: hparams[k] for k in ("r", "alpha", "dropout") if k in hparams}
-    if method == "lora":
-        return LoRAConfig(tasks=list(tasks), target_modules=target_modules, **common)
-    extra = {k: hparams[k] for k in ("n_up", "temperature", "lambda_type") if k in hparams}
-    return MTLLoRAConfig(tasks=list(tasks), target_modules=target_modules, **common, **extra)
 
 
 class HFTokenizer:
@@ -152,8 +138,8 @@ def _local_word_tokenizer(model_name: str) -> WordTokenizer | None:
 class MultiTaskCLIP(nn.Module):
     """A CLIP model (open_clip or Hugging Face) whose encoders take a ``task``.
 
-    ``task`` is a task name/index for the whole batch or one per sample (a batch may mix
-    tasks); it reaches every adapter in the tower through ``use_tasks``."""
+    ``task_ids`` is a task name/index for the whole batch or one per sample (a batch may
+    mix tasks); it reaches every adapter in the tower through ``use_tasks``."""
 
     def __init__(self, backbone: nn.Module, kind: str, tasks: Sequence[str],
                  tokenizer: Callable | None = None, preprocess: Callable | None = None) -> None:
@@ -183,24 +169,24 @@ class MultiTaskCLIP(nn.Module):
             return int(self.backbone.visual.transformer.width)
         return int(self.backbone.config.vision_config.hidden_size)
 
-    def _route(self, task: TaskIds | None):
-        if task is None:
+    def _route(self, task_ids: TaskIds | None):
+        if task_ids is None:
             return nullcontext()
         if not self.routed:  # no task-specific parts: still reject unknown tasks
-            resolve_task_ids(task, self.tasks, len(self.tasks))
+            resolve_task_ids(task_ids, self.tasks, len(self.tasks))
             return nullcontext()
-        return use_tasks(self.backbone, task)
+        return use_tasks(self.backbone, task_ids)
 
     def tokenize(self, texts: str | list[str]) -> torch.Tensor:
         if self.tokenizer is None:
             raise RuntimeError("this MultiTaskCLIP has no tokenizer")
         return self.tokenizer(texts)
 
-    def encode_image(self, images: torch.Tensor, task: TaskIds | None = None, normalize: bool = False,
+    def encode_image(self, images: torch.Tensor, task_ids: TaskIds | None = None, normalize: bool = False,
                      return_tokens: bool = False):
         """Image embeddings (B, embed_dim); with ``return_tokens`` also the last layer's
         patch tokens (B, N, image_token_dim) for decoders that attend over the image."""
-        with self._route(task):
+        with self._route(task_ids):
             if self.kind == "open_clip":
                 visual = self.backbone.visual
                 previous = visual.output_tokens
@@ -215,8 +201,9 @@ class MultiTaskCLIP(nn.Module):
         pooled = F.normalize(pooled, dim=-1) if normalize else pooled
         return (pooled, tokens) if return_tokens else pooled
 
-    def encode_text(self, tokens: torch.Tensor, task: TaskIds | None = None, normalize: bool = False) -> torch.Tensor:
-        with self._route(task):
+    def encode_text(self, tokens: torch.Tensor, task_ids: TaskIds | None = None,
+                    normalize: bool = False) -> torch.Tensor:
+        with self._route(task_ids):
             if self.kind == "open_clip":
                 features = self.backbone.encode_text(tokens)
             else:
@@ -226,29 +213,37 @@ class MultiTaskCLIP(nn.Module):
 
 
 def create_multitask_clip(
-    backbone: str = "open_clip",
-    model_name: str = DEFAULT_CLIP,
-    pretrained: str | None = None,
+    model: str | None = None,
+    *,
+    tasks: Sequence[str] = VL_TASKS,
     method: str = "mtl_lora",
-    tasks: Sequence[str] = ("vqa", "retrieval", "caption"),
-    image_targets: Sequence[str] | str | None = None,
+    backbone: str = "open_clip",
+    pretrained: str | None = None,
+    vision_targets: Sequence[str] | str | None = None,
     text_targets: Sequence[str] | str | None = None,
     **hparams,
 ) -> MultiTaskCLIP:
-    """Load a CLIP backbone and adapt both towers for ``tasks``.
+    """Load a CLIP and adapt both towers for ``tasks``.
 
-    backbone: 'open_clip' (``model_name`` + ``pretrained``, as open_clip takes them) or
-    'hf' (``model_name`` a local ``save_pretrained`` folder). method: 'mtl_lora', 'lora' or
-    'none'. hparams: r, alpha, dropout, n_up, temperature, lambda_type."""
+    model: None for the embedded base; for backbone 'open_clip' a model name (with
+    ``pretrained``, a tag or local checkpoint, as open_clip takes them) or ``local-dir:PATH``;
+    for 'hf' a local ``save_pretrained`` folder. method: one of ``VL_METHODS``
+    ('heads_only' freezes the backbone). hparams: r, alpha, dropout, n_up, temperature,
+    lambda_type. ``vision_targets``/``text_targets``: block-relative module names or a regex
+    per tower (None: attention + MLP; ``[]``: that tower stays frozen)."""
+    method = resolve_method(method, VL_METHODS)
     if backbone == "open_clip":
-        model, preprocess, tokenizer = load_open_clip(model_name, pretrained)
+        loaded, preprocess, tokenizer = load_open_clip(model or DEFAULT_CLIP, pretrained)
     elif backbone == "hf":
-        model, preprocess, tokenizer = load_hf_clip(model_name.removeprefix("local-dir:"))
+        if model is None:
+            raise ValueError("backbone 'hf' needs model=<a local Hugging Face CLIP folder>")
+        loaded, preprocess, tokenizer = load_hf_clip(model.removeprefix("local-dir:"))
     else:
-        raise ValueError(f"unknown backbone {backbone!r}; expected 'open_clip' or 'hf'")
-    config = adapter_config(method, tasks, tower_target_regex(backbone, image_targets, text_targets), **hparams)
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(CLIP_BACKBONES)}")
+    targets = tower_target_regex(backbone, vision_targets, text_targets)
+    config = build_adapter_config(method, tasks, targets, **hparams)
     if config is None:
-        model.requires_grad_(False)
+        loaded.requires_grad_(False)
     else:
-        inject(model, config)
-    return MultiTaskCLIP(model, backbone, tasks, tokenizer=tokenizer, preprocess=preprocess)
+        inject(loaded, config)
+    return MultiTaskCLIP(loaded, backbone, tasks, tokenizer=tokenizer, preprocess=preprocess)

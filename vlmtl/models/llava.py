@@ -1,8 +1,8 @@
 """LLaVA (Hugging Face ``LlavaForConditionalGeneration``) with multi-task adapters in its decoder.
 
 Pieces, in the order a batch meets them:
-- ``build_tiny_llava`` / ``load_llava``: the backbone, built from configs or read from a local
-  ``save_pretrained`` folder (no hub access).
+- ``llava_build``: the backbone, built from configs or read from a local ``save_pretrained``
+  folder (no hub access).
 - tokenizers, prompt templates and ``build_inputs`` (``llava_text``): ``[bos] <image>×N
   prompt target [eos]``, with ``num_image_tokens`` image tokens (there is no processor).
 - ``llava_target_regex``: which linears get adapters.
@@ -26,156 +26,23 @@ from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.inject import CONFIG_ATTR
 from vlmtl.adapters.routing import TaskIds, TaskRouting, resolve_task_ids, routed_layers
 
-from .clip import ASSETS_DIR, HFImageTransform, adapter_config
-from .llava_text import (
-    PROMPTS,
-    WORD_TOKENIZER_FILE,
-    HFLlavaTokenizer,
-    LlavaTokenizer,
-    LlavaWordTokenizer,
-    build_inputs,
-    format_prompt,
-    positions_from_mask,
-)
+from vlmtl.registry import GENERATIVE_TASKS, VL_METHODS, resolve_method
 
-DEFAULT_LLAVA_DIR = ASSETS_DIR / "vlmtl-tiny-llava"  # made by scripts/pretrain_llava.py
+from .adapter_config import build_adapter_config
+from .clip import HFImageTransform
+from .llava_build import DEFAULT_LLAVA_DIR, llava_image_processor, load_llava, num_image_tokens
+from .llava_text import PROMPTS, LlavaTokenizer, build_inputs, format_prompt, positions_from_mask
+
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VISION_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
-
-
-# --------------------------------------------------------------------------- backbone
-
-
-def build_tiny_llava(
-    vocab_size: int,
-    image_size: int = 64,
-    patch_size: int = 8,
-    hidden: int = 128,
-    layers: int = 2,
-    heads: int = 4,
-    vision_hidden: int | None = None,
-    vision_layers: int | None = None,
-    image_token_id: int | None = None,
-    pad_token_id: int = 0,
-    bos_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    vision_feature_layer: int = -2,
-    vision_feature_select_strategy: str = "default",
-    max_positions: int = 512,
-):
-    """A randomly initialised LLaVA (CLIP vision tower + LLaMA decoder) built offline.
-
-    ``vocab_size`` counts every id, the image token included (default: the last id).
-    ``vision_feature_layer=-2`` and the 'default' strategy (CLS dropped) are LLaVA-1.5's."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    image_token_id = vocab_size - 1 if image_token_id is None else int(image_token_id)
-    if not 0 <= image_token_id < vocab_size:
-        raise ValueError(f"image_token_id {image_token_id} is outside the vocabulary [0, {vocab_size})")
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-    vision_hidden = hidden if vision_hidden is None else vision_hidden
-    vision_config = CLIPVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=4 * vision_hidden,
-        num_hidden_layers=layers if vision_layers is None else vision_layers,
-        num_attention_heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
-    text_config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        pad_token_id=pad_token_id,
-        bos_token_id=bos_token_id,
-        eos_token_id=eos_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=image_token_id,
-        vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=vision_feature_select_strategy,
-        image_seq_length=(image_size // patch_size) ** 2 + (vision_feature_select_strategy == "full"),
-    )
-    model = LlavaForConditionalGeneration(config)
-    generation = model.generation_config
-    generation.pad_token_id, generation.bos_token_id, generation.eos_token_id = pad_token_id, bos_token_id, eos_token_id
-    return model
-
-
-def num_image_tokens(config) -> int:
-    """How many ``<image>`` tokens one image needs: one per feature LLaVA scatters in.
-
-    The CLIP tower outputs ``(image_size/patch_size)²`` patch tokens plus CLS; the
-    'default' ``vision_feature_select_strategy`` drops CLS, 'full' keeps it."""
-    vision = config.vision_config
-    patches = (vision.image_size // vision.patch_size) ** 2
-    strategy = config.vision_feature_select_strategy
-    if strategy not in ("default", "full"):
-        raise ValueError(f"unknown vision_feature_select_strategy {strategy!r}")
-    return patches + (1 if strategy == "full" else 0)
-
-
-def save_llava(model, tokenizer: LlavaTokenizer, path: str | Path, image_processor=None) -> Path:
-    """``save_pretrained`` the model and write its tokenizer (and image processor, if
-    given) beside it, readable by ``load_llava`` and ``llava_image_processor``."""
-    path = Path(path)
-    model.save_pretrained(path)
-    tokenizer.save(path)
-    if image_processor is not None:
-        image_processor.save_pretrained(path)
-    return path
-
-
-def llava_image_processor(config, local_dir: str | Path | None = None):
-    """The folder's ``CLIPImageProcessor`` (``preprocessor_config.json``, as LLaVA
-    checkpoints ship it), else one sized for the vision tower with CLIP's defaults."""
-    from transformers import CLIPImageProcessor
-
-    if local_dir is not None and (Path(local_dir) / "preprocessor_config.json").is_file():
-        return CLIPImageProcessor.from_pretrained(local_dir, local_files_only=True)
-    size = int(config.vision_config.image_size)
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-
-
-def load_llava(local_dir: str | Path):
-    """(model, tokenizer) from a local folder: ``from_pretrained(local_files_only=True)``;
-    the tokenizer is vlmtl's word tokenizer if the folder has one, else ``AutoTokenizer``."""
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration
-
-    local_dir = Path(local_dir)
-    if not (local_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no Hugging Face LLaVA model in {local_dir} (config.json missing)")
-    model = LlavaForConditionalGeneration.from_pretrained(local_dir, local_files_only=True)
-    image_token_id = int(model.config.image_token_id)
-    if (local_dir / WORD_TOKENIZER_FILE).is_file():
-        tokenizer: LlavaTokenizer = LlavaWordTokenizer.load(local_dir / WORD_TOKENIZER_FILE)
-    else:
-        tokenizer = HFLlavaTokenizer(AutoTokenizer.from_pretrained(local_dir, local_files_only=True), image_token_id)
-    if tokenizer.image_token_id != image_token_id:
-        raise ValueError(
-            f"{local_dir}: the tokenizer's image token is {tokenizer.image_token_id}, "
-            f"the model's config says {image_token_id}"
-        )
-    if tokenizer.vocab_size > model.config.text_config.vocab_size:
-        raise ValueError(
-            f"{local_dir}: tokenizer has {tokenizer.vocab_size} ids, the model only "
-            f"{model.config.text_config.vocab_size}"
-        )
-    return model, tokenizer
 
 
 # --------------------------------------------------------------------------- adapter targets
 
 
-def _alternatives(names: Sequence[str]) -> str:
-    return "|".join(re.escape(n) for n in names)
+def _alternatives(names: Sequence[str] | str) -> str:
+    """Module-name suffixes as regex alternatives; a string is already a regex (as for CLIP)."""
+    return names if isinstance(names, str) else "|".join(re.escape(n) for n in names)
 
 
 def vision_layers_used(config) -> list[int]:
@@ -191,14 +58,15 @@ def vision_layers_used(config) -> list[int]:
 
 def llava_target_regex(
     config,
-    text_targets: Sequence[str] | None = None,
-    vision_targets: Sequence[str] | None = None,
+    vision_targets: Sequence[str] | str | None = None,
+    text_targets: Sequence[str] | str | None = None,
 ) -> str:
     """One full-name regex for ``inject``: the decoder's projections (``text_targets``,
     default q,k,v,o,gate,up,down) and optionally the vision tower's (``vision_targets``,
-    e.g. ``VISION_TARGETS``; only layers that feed the projector). ``[]`` or None leaves
-    the vision tower frozen; the projector and lm_head are never matched."""
-    text_targets = TEXT_TARGETS if text_targets is None else list(text_targets)
+    e.g. ``VISION_TARGETS``; only layers that feed the projector). Each is a list of
+    module names or a regex over the names inside a layer. ``[]`` or None leaves the vision
+    tower frozen; the projector and lm_head are never matched."""
+    text_targets = TEXT_TARGETS if text_targets is None else text_targets
     parts = []
     if text_targets:
         names = _alternatives(text_targets)
@@ -418,62 +286,46 @@ class MultiTaskLlava(nn.Module):
 
 
 def create_multitask_llava(
-    tasks: Sequence[str] = ("vqa", "caption"),
+    model: str | Path | nn.Module | None = None,
+    *,
+    tasks: Sequence[str] = GENERATIVE_TASKS,
     method: str = "mtl_lora",
-    model_dir: str | Path | None = None,
-    model: nn.Module | None = None,
     tokenizer: LlavaTokenizer | None = None,
-    text_targets: Sequence[str] | None = None,
-    vision_targets: Sequence[str] | None = None,
+    vision_targets: Sequence[str] | str | None = None,
+    text_targets: Sequence[str] | str | None = None,
     train_projector: bool = True,
     prompts: Mapping[str, str] = PROMPTS,
     image_processor=None,
     **hparams,
 ) -> MultiTaskLlava:
-    """Load (``model_dir``: the embedded base is ``DEFAULT_LLAVA_DIR``) or take (``model``
-    + ``tokenizer``) a LLaVA and adapt it. ``.preprocess`` turns a PIL image into its
-    pixel values (the folder's image processor, or ``image_processor``).
+    """Load a LLaVA and adapt its decoder for ``tasks``.
 
-    method: 'mtl_lora', 'lora' or 'none'; hparams: r, alpha, dropout, n_up, temperature,
-    lambda_type (as for CLIP)."""
-    if model_dir is not None:
-        if model is not None:
-            raise ValueError("give model_dir or model, not both")
+    model: None for the embedded base, a local ``save_pretrained`` folder, or a built
+    ``LlavaForConditionalGeneration`` (then give its ``tokenizer``). method: one of
+    ``VL_METHODS`` ('heads_only' trains only the projector). hparams: r, alpha, dropout,
+    n_up, temperature, lambda_type (as for CLIP). ``.preprocess`` turns a PIL image into
+    pixel values (the folder's image processor, or ``image_processor``)."""
+    method = resolve_method(method, VL_METHODS)
+    model_dir = None
+    if model is None or isinstance(model, (str, Path)):
+        model_dir = DEFAULT_LLAVA_DIR if model is None else Path(model)
         model, loaded = load_llava(model_dir)
         tokenizer = tokenizer or loaded
-    if model is None or tokenizer is None:
-        raise ValueError("give model_dir, or both model and tokenizer")
+    if tokenizer is None:
+        raise ValueError("a LLaVA given as a module needs its tokenizer: create_multitask_llava(model, tokenizer=...)")
     image_processor = image_processor or llava_image_processor(model.config, model_dir)
-    config = adapter_config(method, tasks, llava_target_regex(model.config, text_targets, vision_targets), **hparams)
+    targets = llava_target_regex(model.config, vision_targets, text_targets)
+    config = build_adapter_config(method, tasks, targets, **hparams)
     return MultiTaskLlava(model, tokenizer, config, tasks=list(tasks), train_projector=train_projector,
                           prompts=prompts, preprocess=HFImageTransform(image_processor))
-
-
-def tiny_llava_for(tokenizer: LlavaWordTokenizer, **kwargs):
-    """``build_tiny_llava`` sized and wired for a word tokenizer (ids, bos/eos/pad)."""
-    return build_tiny_llava(
-        tokenizer.vocab_size,
-        image_token_id=tokenizer.image_token_id,
-        pad_token_id=tokenizer.pad_id,
-        bos_token_id=tokenizer.bos_id,
-        eos_token_id=tokenizer.eos_id,
-        **kwargs,
-    )
 
 
 __all__ = [
     "TEXT_TARGETS",
     "VISION_TARGETS",
-    "DEFAULT_LLAVA_DIR",
     "MultiTaskLlava",
-    "build_tiny_llava",
     "create_multitask_llava",
     "expand_task_ids",
     "llava_target_regex",
-    "llava_image_processor",
-    "load_llava",
-    "num_image_tokens",
-    "save_llava",
-    "tiny_llava_for",
     "vision_layers_used",
 ]

@@ -15,11 +15,10 @@ from typing import Protocol
 
 import torch
 
-from .tokenizer import UNK, WordTokenizer, split_words
+from vlmtl.registry import LM_IGNORE_INDEX
 
-IGNORE_INDEX = -100  # label value the causal-LM loss skips
-IMAGE_TOKEN = "<image>"
-WORD_TOKENIZER_FILE = "vlmtl_tokenizer.json"
+from .tokenizer import UNK, WORD_TOKENIZER_FILE, WordTokenizer, split_words
+
 
 PROMPTS: dict[str, str] = {
     "vqa": "question: {text} answer:",
@@ -125,18 +124,6 @@ def format_prompt(task: str, text: str = "", prompts: Mapping[str, str] = PROMPT
     return prompts[task].format(text=text)
 
 
-def sample_prompts(samples: Sequence, prompts: Mapping[str, str] = PROMPTS) -> tuple[list[str], list[str]]:
-    """(prompts, targets) for ``vlmtl.data.Sample`` records: the majority answer of a vqa
-    question, the caption itself for a caption sample."""
-    from vlmtl.data.answers import majority_answer
-
-    texts, targets = [], []
-    for sample in samples:
-        texts.append(format_prompt(sample.task, sample.text, prompts))
-        targets.append(majority_answer(sample.answers) if sample.task == "vqa" else sample.text)
-    return texts, targets
-
-
 def build_inputs(
     prompts: Sequence[str],
     targets: Sequence[str] | None,
@@ -168,7 +155,7 @@ def build_inputs(
     rows: list[tuple[list[int], list[int]]] = []
     for i, prompt in enumerate(prompts):
         ids = head + tokenizer.encode(prompt)
-        labels = [IGNORE_INDEX] * len(ids)
+        labels = [LM_IGNORE_INDEX] * len(ids)
         if targets is not None:
             answer = tokenizer.encode(targets[i]) + [tokenizer.eos_id]
             ids, labels = ids + answer, labels + answer
@@ -181,7 +168,7 @@ def build_inputs(
     length = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    labels = torch.full((len(rows), length), LM_IGNORE_INDEX, dtype=torch.long)
     for row, (ids, labs) in enumerate(rows):
         span = slice(0, len(ids)) if padding_side == "right" else slice(length - len(ids), length)
         input_ids[row, span] = torch.tensor(ids)
@@ -200,8 +187,6 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
-    "IGNORE_INDEX",
-    "IMAGE_TOKEN",
     "PROMPTS",
     "HFLlavaTokenizer",
     "LlavaTokenizer",
@@ -209,5 +194,4 @@ __all__ = [
     "build_inputs",
     "format_prompt",
     "positions_from_mask",
-    "sample_prompts",
 ]

@@ -36,15 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, MTLoRAConfig, inject, use_tasks
+from vlmtl.adapters import inject, use_tasks
 from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.layers import AdapterLayer, MTLoRALinear
 from vlmtl.adapters.routing import routed_layers
-from vlmtl.heads.dense import DECODER_CHANNELS, DENSE_TASKS, DenseDecoder
+from vlmtl.heads.dense import DECODER_CHANNELS, DenseDecoder
+from vlmtl.registry import DENSE_METHODS, DENSE_TASKS, resolve_method
+
+from .adapter_config import build_adapter_config
 
 DEFAULT_SWIN = "swin_tiny_patch4_window7_224"
-DEFAULT_TASKS = ("semseg", "human_parts", "saliency", "normals")
-METHODS = ("mtlora", "decoders_only", "full", "lora", "mtl_lora", "single_task")
 BLOCK_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 TASK_SPECIFIC_TARGETS = ("attn.proj", "mlp.fc1", "mlp.fc2")  # qkv stays shared (paper, Fig. 2)
 MERGING_TARGET = r"layers\.\d+\.downsample\.reduction"
@@ -110,40 +111,25 @@ def last_block_regex(backbone: nn.Module, suffixes: Sequence[str] = TASK_SPECIFI
     return "|".join(f"(?:{p})" for p in parts)
 
 
-def adapter_config(
+def swin_adapter_config(
     method: str,
     backbone: nn.Module,
     tasks: Sequence[str],
-    r: int = 16,
-    r_task: int = 4,
-    scale: float = 4.0,
-    dropout: float = 0.05,
     mtlora_plus: bool = False,
-    **overrides,
+    **hparams,
 ) -> AdapterConfig | None:
-    """The core's adapter config for ``method`` on a timm Swin (None: no adapters).
-
-    Plain LoRA and MTL-LoRA use ``alpha = scale · r`` so every method multiplies its
-    low-rank update by the same raw ``scale`` as MTLoRA (the paper's 4.0)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    if method in ("decoders_only", "full"):
+    """The core's adapter config for ``method`` on a timm Swin (None: no adapters):
+    qkv/proj/fc1/fc2 of every block (plus the patch-merging reductions for MTLoRA+);
+    MTLoRA's task-specific LoRAs in the last block of every stage."""
+    if method in ("heads_only", "full"):
         if mtlora_plus:
             raise ValueError(f"mtlora_plus adapts patch merging with LoRA; method {method!r} has no adapters")
         return None
     targets = _block_regex(BLOCK_TARGETS)
     if mtlora_plus:
         targets = f"(?:{targets})|(?:{MERGING_TARGET})"
-    common = dict(tasks=list(tasks), r=r, dropout=dropout, target_modules=targets)
-    if method == "mtlora":
-        config = MTLoRAConfig(
-            **common, r_task=r_task, scale=scale, task_specific_modules=last_block_regex(backbone), **overrides
-        )
-    elif method == "mtl_lora":
-        config = MTLLoRAConfig(**common, alpha=scale * r, **overrides)
-    else:
-        config = LoRAConfig(**common, alpha=scale * r, **overrides)
-    return config
+    core = "lora" if method == "single_task" else method
+    return build_adapter_config(core, tasks, targets, task_specific_modules=last_block_regex(backbone), **hparams)
 
 
 def _window_attention_core(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -230,8 +216,6 @@ class MultiTaskSwin(nn.Module):
 
     def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
         self.backbone = backbone
         self.tasks = tuple(tasks)
         self.method = method
@@ -327,7 +311,7 @@ class MultiTaskSwin(nn.Module):
 def _set_trainable(model: MultiTaskSwin, method: str) -> None:
     """The paper's trainable set. Adapter methods: adapters, patch embedding, every LayerNorm,
     relative-position tables, patch-merging reductions (unless adapted: MTLoRA+), decoders.
-    ``decoders_only``: decoders. ``full``: everything."""
+    ``heads_only``: decoders. ``full``: everything."""
     backbone = model.backbone
     for p in model.decoders.parameters():
         p.requires_grad_(True)
@@ -335,7 +319,7 @@ def _set_trainable(model: MultiTaskSwin, method: str) -> None:
         for p in backbone.parameters():
             p.requires_grad_(True)
         return
-    if method == "decoders_only":
+    if method == "heads_only":
         for p in backbone.parameters():
             p.requires_grad_(False)
         return
@@ -353,36 +337,42 @@ def _set_trainable(model: MultiTaskSwin, method: str) -> None:
 
 
 def create_multitask_swin(
-    name: str = DEFAULT_SWIN,
-    tasks: Sequence[str] = DEFAULT_TASKS,
+    model: str = DEFAULT_SWIN,
+    *,
+    tasks: Sequence[str] = tuple(DENSE_TASKS),
     method: str = "mtlora",
-    r: int = 16,
-    r_task: int = 4,
     img_size: int = 448,
     pretrained: str | Path | bool | None = None,
-    mtlora_plus: bool = False,
-    scale: float = 4.0,
+    r: int = 16,
+    alpha: float | None = None,
     dropout: float = 0.05,
+    r_task: int = 4,
+    scale: float = 4.0,
+    mtlora_plus: bool = False,
     num_outputs: dict[str, int] | None = None,
     drop_path_rate: float = 0.2,
     adapter_kwargs: dict | None = None,
     **timm_kwargs,
 ) -> MultiTaskSwin:
-    """Build a multi-task Swin for dense prediction.
+    """Build a timm Swin (``model``, a timm SwinTransformer name) with adapters for dense
+    prediction and one decoder per task.
 
-    method: ``mtlora`` (TA-LoRA everywhere + TS-LoRA in each stage's last block),
-    ``lora`` (one shared LoRA on qkv/proj/fc1/fc2, rank r), ``mtl_lora`` (the core's
-    MTL-LoRA on the same layers; one backbone pass per task), ``single_task`` (one task,
-    LoRA as ``lora``), ``decoders_only`` (frozen backbone), ``full`` (everything trainable).
+    method (one of ``DENSE_METHODS``): ``mtlora`` (TA-LoRA everywhere + TS-LoRA in each
+    stage's last block), ``lora`` (one shared LoRA on qkv/proj/fc1/fc2, rank r),
+    ``mtl_lora`` (the core's MTL-LoRA on the same layers; one backbone pass per task),
+    ``single_task`` (one task, LoRA as ``lora``), ``heads_only`` (frozen backbone, decoders
+    train), ``full`` (everything trainable).
 
-    ``mtlora_plus``: MTLoRA+ as in the official configs (``DOWNSAMPLER_ENABLED``): the
-    patch-merging reductions get a TA-LoRA (rank r) and are frozen instead of fully trained.
-    ``drop_path_rate`` defaults to the official configs' 0.2. ``num_outputs`` maps task →
-    channels (default ``DENSE_TASKS``). ``adapter_kwargs`` override adapter-config fields
-    (e.g. ``n_up``, ``temperature`` for MTL-LoRA); ``timm_kwargs`` go to ``timm.create_model``
-    (e.g. ``embed_dim``, ``depths``, ``num_heads`` for a small Swin)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    Scaling as in the adapter core: LoRA and MTL-LoRA multiply their update by alpha / r
+    (``alpha`` None: ``scale · r``, so every method uses the same raw multiplier as
+    MTLoRA's ``scale``, the paper's 4.0). ``mtlora_plus``: MTLoRA+ as in the official
+    configs (``DOWNSAMPLER_ENABLED``): the patch-merging reductions get a TA-LoRA (rank r)
+    and are frozen instead of fully trained. ``drop_path_rate`` defaults to the official
+    configs' 0.2. ``num_outputs`` maps task → channels (default ``DENSE_TASKS``).
+    ``adapter_kwargs`` add adapter-config fields (e.g. ``n_up``, ``temperature`` for
+    MTL-LoRA); ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``embed_dim``, ``depths``,
+    ``num_heads`` for a small Swin)."""
+    method = resolve_method(method, DENSE_METHODS)
     tasks = tuple(tasks)
     if not tasks or len(set(tasks)) != len(tasks):
         raise ValueError(f"tasks must be non-empty and unique, got {list(tasks)}")
@@ -393,15 +383,14 @@ def create_multitask_swin(
     if missing:
         raise ValueError(f"unknown output channels for tasks {missing}: pass num_outputs={{task: channels}}")
 
-    backbone = load_timm_swin(name, img_size, pretrained, drop_path_rate=drop_path_rate, **timm_kwargs)
-    config = adapter_config(
-        method, backbone, tasks, r=r, r_task=r_task, scale=scale, dropout=dropout, mtlora_plus=mtlora_plus,
-        **(adapter_kwargs or {}),
-    )
+    backbone = load_timm_swin(model, img_size, pretrained, drop_path_rate=drop_path_rate, **timm_kwargs)
+    alpha = scale * r if alpha is None else alpha
+    config = swin_adapter_config(method, backbone, tasks, mtlora_plus=mtlora_plus, r=r, alpha=alpha,
+                                 dropout=dropout, r_task=r_task, scale=scale, **(adapter_kwargs or {}))
     if config is not None:
         inject(backbone, config)
         for layer in routed_layers(backbone):
             layer.fold_batch = True  # window attention folds (B · windows) into the batch dim
-    model = MultiTaskSwin(backbone, tasks, outputs, method)
-    _set_trainable(model, method)
-    return model
+    swin = MultiTaskSwin(backbone, tasks, outputs, method)
+    _set_trainable(swin, method)
+    return swin

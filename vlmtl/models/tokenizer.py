@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+WORD_TOKENIZER_FILE = "vlmtl_tokenizer.json"  # vlmtl's word tokenizer, saved beside a model
+
 PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<sot>", "<eot>"
 _WORD = re.compile(r"[a-z0-9]+")
 

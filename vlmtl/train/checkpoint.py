@@ -40,6 +40,7 @@ class Progress:
     bad_images: int = 0
     nonfinite_skipped: int = 0
     history: list[dict] = field(default_factory=list)
+    step_times: list[tuple[float, int]] = field(default_factory=list)  # (compute seconds, samples) per step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,21 +101,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: every trainable parameter, plus the buffers of the modules
+    that own one (e.g. a trained decoder's BatchNorm statistics, needed for inference)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not any(p.requires_grad for p in own.values()):
+            continue
+        dot = f"{prefix}." if prefix else ""
+        tensors.update({dot + n: p for n, p in own.items() if p.requires_grad})
+        tensors.update({dot + n: b for n, b in module.named_buffers(recurse=False) if b is not None})
+    return tensors
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """A CPU copy of :func:`trainable_tensors` (checkpoints and run folders)."""
+    return {n: t.detach().cpu().clone() for n, t in trainable_tensors(model).items()}
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(state):
-        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    """Copy ``state`` (from :func:`trainable_state`) into a model built the same way."""
+    tensors = trainable_tensors(model)
+    if set(tensors) != set(state):
+        missing, extra = sorted(set(tensors) - set(state)), sorted(set(state) - set(tensors))
         raise ValueError(f"checkpoint {source} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}")
     with torch.no_grad():
         for name, tensor in state.items():
-            if params[name].shape != tensor.shape:
+            if tensors[name].shape != tensor.shape:
                 raise ValueError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, "
-                                 f"model {tuple(params[name].shape)}")
-            params[name].copy_(tensor)
+                                 f"model {tuple(tensors[name].shape)}")
+            tensors[name].copy_(tensor)
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -213,6 +230,7 @@ def restore_training_state(path: Path, config: dict[str, Any], model: nn.Module,
     sampler.load_state_dict(state["sampler"])
     for key, value in state["progress"].items():
         setattr(progress, key, value)
+    progress.step_times = [tuple(x) for x in progress.step_times]
     set_rng_state(state["rng"])
     logger.info("resumed from %s at step %d", path, progress.step)
     return state

@@ -1,29 +1,43 @@
-"""The vision-language training configuration: defaults < YAML file (``--config``) < flags."""
+"""Training configurations: defaults < a YAML file < flags, saved as YAML with each run.
+
+``TrainConfig`` holds what every path shares (the engine's optimisation, checkpoint and
+run-folder options, and the adapter fields with their one meaning); ``VLTrainConfig``
+and ``DenseTrainConfig`` add what their paths need. ``config_parser`` makes one flag per
+field for every script, so the same option has the same flag everywhere.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from vlmtl.data import STRATEGIES, TASKS
+from vlmtl.data import STRATEGIES
+from vlmtl.paths import configs_dir
+from vlmtl.registry import GENERATIVE_TASKS, VL_BACKBONES, VL_METHODS, VL_TASKS, check_tasks, resolve_method
 
-METHODS = ("mtl_lora", "lora", "none")
-BACKBONES = ("open_clip", "hf", "llava")
-GENERATIVE_TASKS = ("vqa", "caption")  # what the LLaVA decoder answers by generation
+VL_DATA = ("synthetic", "jsonl", "vqav2_karpathy")
 
 
 class YamlConfig:
     """Options as a dataclass: defaults < a YAML file < overrides (flags); saved as YAML."""
+
+    DEFAULT_YAML: ClassVar[str | None] = None  # the file of configs/ used when none is given
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def default_yaml(cls, overrides: dict[str, Any]) -> Path | None:
+        """The YAML file a run reads when it names none (None: the dataclass defaults)."""
+        return configs_dir() / cls.DEFAULT_YAML if cls.DEFAULT_YAML else None
 
     @classmethod
     def from_sources(cls, yaml_path: str | Path | None = None, **overrides: Any):
@@ -44,56 +58,108 @@ class YamlConfig:
             raise ValueError(f"unknown option(s) {unknown}" + (f" in {yaml_path}" if yaml_path else ""))
         return cls(**values)
 
+    @classmethod
+    def from_defaults(cls, **overrides: Any):
+        """``from_sources`` with the default YAML this config layer picks for ``overrides``."""
+        return cls.from_sources(cls.default_yaml(overrides), **overrides)
+
 
 @dataclass
-class VLTrainConfig(YamlConfig):
+class TrainConfig(YamlConfig):
+    """What every training path shares: tasks and method, the adapter's size, the data
+    cache, and the engine's options (optimisation, checkpoints, run folder)."""
+
     # what to train
+    tasks: list[str] = field(default_factory=list)
+    method: str = "full"
+    # adapters (LoRA / MTL-LoRA scale their update by alpha / r; MTLoRA by its raw `scale`)
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # data: "synthetic" is generated once from its seed into data_root (default: the cache dir)
+    data: str = "synthetic"
+    data_root: str | None = None
+    synthetic_train_images: int = 1200
+    synthetic_val_images: int = 200
+    synthetic_seed: int = 0  # the data's seed, fixed apart from the training seed
+    # optimisation: AdamW, linear warm-up then cosine, gradient clipping
+    max_steps: int | None = 500  # None: `epochs` passes over the training set
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight (missing: 1.0)
+    mixed_precision: str = "no"
+    workers: int = 2
+    threads: int | None = None  # torch CPU threads (None: leave torch's setting)
+    seed: int = 0
+    # run folder and reliability
+    output: str = "runs/run"
+    log_every: int = 10
+    save_every: int = 100  # steps between checkpoints (0: none)
+    keep_last: int = 2  # newest checkpoints kept (plus the best, by mean training loss)
+    resume: str = "auto"  # "auto": continue from <output>/checkpoints if any; "never"; or a checkpoint path
+    max_nonfinite: int = 5  # stop after this many non-finite losses in a row (each is skipped)
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set max_steps or epochs")
+        for name in ("max_steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        self.loss_weights = dict(self.loss_weights or {})
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """Optimizer steps of the run: ``max_steps`` when set, else ``epochs`` full epochs."""
+        return self.max_steps if self.max_steps is not None else self.epochs * max(1, batches_per_epoch)
+
+    def loss_weight(self, task: str) -> float:
+        return float(self.loss_weights.get(task, 1.0))
+
+
+@dataclass
+class VLTrainConfig(TrainConfig):
+    """Vision-language training: CLIP towers (open_clip, Hugging Face) with task heads, or
+    a LLaVA decoder that answers and captions by generation."""
+
+    DEFAULT_YAML: ClassVar[str] = "vl_default.yaml"
+    LLAVA_YAML: ClassVar[str] = "vl_llava.yaml"
+
     tasks: list[str] = field(default_factory=lambda: ["vqa", "retrieval"])
     method: str = "mtl_lora"
     # backbone: open_clip (model name + pretrained tag/path, or local-dir:), hf (a local CLIP
     # folder) or llava (a local LlavaForConditionalGeneration folder)
     backbone: str = "open_clip"
-    model: str = "default"  # "default": the backbone's embedded base under assets/; "llava": backbone llava
+    model: str = "default"  # "default": the backbone's embedded base; "llava": backbone llava, embedded
     pretrained: str | None = None
     # CLIP: None adapts attention + MLP of every block of both towers. LLaVA: text_targets
-    # are the decoder's (None: q,k,v,o,gate,up,down), image_targets the vision tower's (None: frozen)
-    image_targets: list[str] | str | None = None
+    # are the decoder's (None: q,k,v,o,gate,up,down), vision_targets the vision tower's (None: frozen)
+    vision_targets: list[str] | str | None = None
     text_targets: list[str] | str | None = None
     train_projector: bool = True  # llava: the multimodal projector trains with the adapters
-    # adapters
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
     n_up: int = 3
     temperature: float = 0.5
     lambda_type: str = "full"
-    # data: "synthetic" (generated from the seed), "jsonl" (train_file/val_file + image_dir),
-    # or "vqav2_karpathy" (the public VQAv2 files and a Karpathy json)
-    data: str = "synthetic"
-    data_root: str | None = None  # synthetic: where it is written (default: a cache dir)
-    synthetic_train_images: int = 1200
-    synthetic_val_images: int = 200
-    synthetic_seed: int = 0  # the data's seed, fixed apart from the training seed
+    # data: "synthetic", "jsonl" (train_file/val_file + image_dir), or "vqav2_karpathy"
     train_file: str | None = None
     val_file: str | None = None
     image_dir: str | None = None
-    vqav2: dict[str, str] = field(default_factory=dict)  # train/val _questions, _annotations, image_dir
+    vqav2: dict[str, str] = field(default_factory=dict)  # train/val _questions, _annotations, _images
     karpathy: dict[str, str] = field(default_factory=dict)  # json, image_dir
     on_bad_image: str = "raise"
-    # optimisation
-    max_steps: int = 500
     batch_size: int = 48
-    lr: float = 2e-3
+    lr: float | None = 2e-3
     head_lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
     sampling: str = "temperature"
     sampling_temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"vqa": 1.0, "retrieval": 1.0, "caption": 1.0})
-    mixed_precision: str = "no"
-    workers: int = 2
-    seed: int = 0
     # heads and evaluation
     answer_top_k: int = 3129
     caption_layers: int = 2
@@ -101,28 +167,20 @@ class VLTrainConfig(YamlConfig):
     num_beams: int = 1
     max_new_tokens: int = 48  # llava: generation length cap (captions here are at most 40 words)
     eval_max_samples: int | None = None
-    log_every: int = 10
     output: str = "runs/vl"
-    # reliability
-    save_every: int = 100  # steps between checkpoints (0: none)
-    keep_last: int = 2  # newest checkpoints kept (plus the best, by mean training loss)
-    resume: str = "auto"  # "auto": continue from <output>/checkpoints if any; "never"; or a checkpoint path
-    max_nonfinite: int = 5  # stop after this many non-finite losses in a row (each is skipped)
+
+    @classmethod
+    def default_yaml(cls, overrides: dict[str, Any]) -> Path:
+        llava = overrides.get("model") == "llava" or overrides.get("backbone") == "llava"
+        return configs_dir() / (cls.LLAVA_YAML if llava else cls.DEFAULT_YAML)
 
     def __post_init__(self) -> None:
-        if isinstance(self.tasks, str):
-            self.tasks = [t for t in self.tasks.split(",") if t]
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown} in tasks; known tasks: {list(TASKS)}")
-        if not self.tasks:
-            raise ValueError("tasks is empty: name at least one of " + ", ".join(TASKS))
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"a task is named twice in tasks={self.tasks}")
+        super().__post_init__()
+        self.tasks = check_tasks(self.tasks, VL_TASKS)
         if self.model == "llava":  # shorthand: the embedded LLaVA base
             self.backbone, self.model = "llava", "default"
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}")
+        if self.backbone not in VL_BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {list(VL_BACKBONES)}")
         if self.backbone == "llava":
             other = [t for t in self.tasks if t not in GENERATIVE_TASKS]
             if other:
@@ -130,11 +188,86 @@ class VLTrainConfig(YamlConfig):
                     f"the LLaVA decoder answers {list(GENERATIVE_TASKS)} by generation; {other} need a CLIP "
                     "backbone (open_clip or hf)"
                 )
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        self.method = resolve_method(self.method, VL_METHODS)
         if self.sampling not in STRATEGIES:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {list(STRATEGIES)}")
-        if self.data not in ("synthetic", "jsonl", "vqav2_karpathy"):
-            raise ValueError(f"unknown data {self.data!r}; choose 'synthetic', 'jsonl' or 'vqav2_karpathy'")
-        if self.max_steps <= 0 or self.batch_size <= 0:
-            raise ValueError("max_steps and batch_size must be positive")
+        if self.data not in VL_DATA:
+            raise ValueError(f"unknown data {self.data!r}; choose one of {list(VL_DATA)}")
+
+
+# --------------------------------------------------------------------------- flags
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "backbone": VL_BACKBONES,
+    "sampling": STRATEGIES,
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "lambda_type": ("full", "diagonal"),
+    "on_bad_image": ("raise", "skip"),
+}
+HELP: dict[str, str] = {
+    "tasks": "comma-separated task names",
+    "model": "the backbone's model: 'default' (the embedded base), a name, local-dir:PATH or a folder",
+    "pretrained": "open_clip pretrained tag or local checkpoint path; dense: a local Swin checkpoint",
+    "data": "where the data comes from ('synthetic': generated once into --data-root or the cache dir)",
+    "resume": "auto (newest checkpoint in <output>/checkpoints) | never | a checkpoint path",
+    "save_every": "steps between checkpoints (0: none)",
+    "max_steps": "optimizer steps (null: run `epochs` epochs)",
+    "eval_max_samples": "per task (quick checks)",
+    "threads": "torch CPU threads (default: torch's setting)",
+}
+
+
+def _parse_value(annotation: str):
+    """argparse type for a field: strings stay text; anything else is read as YAML, so
+    ``3``, ``0.5``, ``true``, ``null``, ``[a, b]`` and ``{vqa: 2.0}`` all work."""
+    if annotation.startswith("str"):
+        return str
+
+    def parse(text: str):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise argparse.ArgumentTypeError(f"cannot read {text!r}: {err}") from err
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    return parse
+
+
+def config_parser(cls: type[TrainConfig], methods: tuple[str, ...], tasks: tuple[str, ...],
+                  description: str | None = None) -> argparse.ArgumentParser:
+    """One ``--flag-name`` per field of ``cls`` (choices from the registry), plus ``--config``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_file = cls.DEFAULT_YAML or "none"
+    parser.add_argument("--config", help=f"YAML file of options (flags override it); default: configs/{default_file}")
+    choices = {**CHOICES, "method": methods}
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = HELP.get(f.name, "")
+        if f.name == "tasks":
+            help_text = f"comma-separated, of: {','.join(tasks)}"
+        if f.name in choices:
+            parser.add_argument(flag, dest=f.name, choices=list(choices[f.name]), help=help_text or None)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_parse_value(str(f.type)), help=help_text or None,
+                                metavar=f.name.upper())
+    return parser
+
+
+def parse_config(cls: type[TrainConfig], parser: argparse.ArgumentParser, argv: list[str] | None = None,
+                 extra: tuple[str, ...] = ()) -> tuple[TrainConfig, dict[str, Any]]:
+    """The resolved config (YAML chosen by the config layer when --config is not given)
+    and the values of the parser's ``extra`` options that are not config fields."""
+    args = vars(parser.parse_args(argv))
+    others = {k: args.pop(k) for k in extra}
+    config_path = args.pop("config")
+    try:
+        if config_path is None:
+            return cls.from_defaults(**args), others
+        return cls.from_sources(config_path, **args), others
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))

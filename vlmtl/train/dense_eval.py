@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmtl.heads.dense import DENSE_TASKS, IGNORE_INDEX
+from vlmtl.registry import DENSE_TASKS, IGNORE_INDEX
+
+from .engine import synchronize
 from vlmtl.metrics.dense import LOWER_IS_BETTER, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 
 HEADLINE: dict[str, str] = {"semseg": "mIoU", "human_parts": "mIoU", "saliency": "IoU", "normals": "mean_angle"}
@@ -98,11 +100,6 @@ def dense_delta_m(metrics: Mapping[str, Mapping[str, float]], baselines: Mapping
     return delta_m(heads, {t: float(baselines[t]) for t in heads}, LOWER_IS_BETTER)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def evaluate_dense(
     model: nn.Module,
@@ -125,11 +122,11 @@ def evaluate_dense(
     try:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 outputs = model(x)
-            _sync(device)
+            synchronize(device)
             timings.append((time.perf_counter() - start, x.shape[0]))
             meters.update(outputs, batch)
     finally:

@@ -1,80 +1,16 @@
-"""LLaVA in the VL trainer: the batch collator (prompts, targets, masked labels) and the
-per-task causal-LM losses of a mixed batch.
-
-Every sample is ``[bos] <image>×N prompt target [eos]`` with its task's prompt template;
-the target is the majority answer (vqa) or the caption (caption). The loss of a task is
-the mean token cross-entropy over that task's target tokens, so tasks are weighted like
-the CLIP heads' losses (``loss_weights``) instead of by how many tokens they happen to have.
-"""
+"""LLaVA in the VL path: the trainer's view of a ``MultiTaskLlava``, whose ``forward(batch)``
+gives the per-task causal-LM losses of a mixed batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vlmtl.data import collate_common
-from .config import GENERATIVE_TASKS
-from vlmtl.data.answers import majority_answer
+from vlmtl.heads.lm_loss import per_task_lm_losses
 from vlmtl.models.llava import MultiTaskLlava
-from vlmtl.models.llava_text import IGNORE_INDEX, LlavaTokenizer, build_inputs, format_prompt
+from vlmtl.registry import GENERATIVE_TASKS
 
-
-def llava_target(item: dict[str, Any]) -> str:
-    """What the model learns to generate for a dataset item."""
-    if item["task"] == "vqa":
-        return majority_answer(item["answers"])
-    return item["text"]
-
-
-class LlavaCollator:
-    """Dataset items (``MultiTaskDataset``) → a LLaVA batch: ``pixel_values``, ``input_ids``,
-    ``attention_mask``, ``labels`` (training) plus the bookkeeping keys every collator
-    shares (``collate_common``: ``task_ids``, ``size``, ``bad_images``, ``image_ids``, ...).
-
-    ``with_targets=False`` builds left-padded prompts for generation."""
-
-    def __init__(self, tokenizer: LlavaTokenizer, num_image_tokens: int, prompts: dict[str, str],
-                 with_targets: bool = True, max_length: int | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.num_image_tokens = num_image_tokens
-        self.prompts = dict(prompts)
-        self.with_targets = with_targets
-        self.max_length = max_length
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch, items = collate_common(items)
-        if not items:
-            return batch
-        prompts = [format_prompt(it["task"], it["text"] if it["task"] == "vqa" else "", self.prompts)
-                   for it in items]
-        targets = [llava_target(it) for it in items] if self.with_targets else None
-        batch.update(build_inputs(prompts, targets, self.tokenizer, self.num_image_tokens,
-                                  max_length=self.max_length))
-        batch["pixel_values"] = torch.stack([it["image"] for it in items])
-        return batch
-
-
-def per_task_lm_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor,
-                       tasks: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Mean next-token cross-entropy over each task's labelled tokens (tasks absent from
-    the batch, or with no labelled token, are left out)."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:].to(logits.device)
-    token_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                 ignore_index=IGNORE_INDEX, reduction="none").view(shift_labels.shape)
-    counted = shift_labels != IGNORE_INDEX
-    losses: dict[str, torch.Tensor] = {}
-    task_ids = task_ids.to(logits.device)
-    for index, task in enumerate(tasks):
-        rows = task_ids == index
-        tokens = counted & rows[:, None]
-        if bool(tokens.any()):
-            losses[task] = token_loss[tokens].mean()
-    return losses
+from .llava_collate import LlavaCollator
 
 
 class VLLlavaModel(nn.Module):

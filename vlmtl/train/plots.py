@@ -1,13 +1,16 @@
-"""Training-curve plots, written as PNG (no display needed)."""
+"""Training-curve plots, written as PNG (no display needed).
+
+Drawn on a bare ``Figure`` with the Agg canvas rather than through pyplot, so vlmtl never picks
+or changes the user's matplotlib backend (``matplotlib.use``) and leaves no figure open in
+pyplot's registry: a library must not change its host's global state.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -25,12 +28,14 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "")
     raw in light colour and smoothed on top; the learning rate on a second panel."""
     path = Path(path)
     keys = sorted({k for row in history for k in row if k not in ("step", "lr")})
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = Figure(figsize=(8, 6))
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas: PNG rendering without any backend selection
+    ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for i, key in enumerate(keys):
         points = [(row["step"], row[key]) for row in history if key in row]
         if not points:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         color = f"C{i}"
         ax_loss.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
         ax_loss.plot(steps, _smooth(list(values), max(1, len(values) // 25)), color=color, label=key)
@@ -42,11 +47,10 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "")
     ax_loss.set_title(title or "training curves")
     lr_points = [(row["step"], row["lr"]) for row in history if "lr" in row]
     if lr_points:
-        ax_lr.plot(*zip(*lr_points), color="gray")
+        ax_lr.plot(*zip(*lr_points, strict=True), color="gray")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)  # nothing to close: the figure was never registered with pyplot
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -10,30 +9,18 @@ from pathlib import Path
 from vlmtl.data import Sample, read_jsonl, read_karpathy, read_vqav2, write_synthetic_dataset
 
 from .config import VLTrainConfig
+from .data_cache import cached_dataset
 
 logger = logging.getLogger(__name__)
 
 
-def synthetic_root(cfg: VLTrainConfig) -> Path:
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    name = f"synthetic-s{cfg.synthetic_seed}-{cfg.synthetic_train_images}-{cfg.synthetic_val_images}"
-    return Path.home() / ".cache" / "vlmtl" / name
-
-
 def ensure_synthetic(cfg: VLTrainConfig) -> Path:
-    """Write the synthetic set once (deterministic in its seed and sizes), then reuse it."""
-    root = synthetic_root(cfg)
-    meta_file = root / "meta.json"
-    want = {"train": cfg.synthetic_train_images, "val": cfg.synthetic_val_images}
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        have = {s: meta.get("splits", {}).get(s, {}).get("n_images") for s in want}
-        if have == want and meta.get("seed") == cfg.synthetic_seed:
-            return root
-    logger.info("writing the synthetic data set to %s", root)
-    write_synthetic_dataset(root, n_train=want["train"], n_val=want["val"], seed=cfg.synthetic_seed)
-    return root
+    """The synthetic set of ``cfg`` (deterministic in its seed and sizes), written once."""
+    spec = {"kind": "vl", "seed": cfg.synthetic_seed, "train": cfg.synthetic_train_images,
+            "val": cfg.synthetic_val_images}
+    name = f"synthetic-s{cfg.synthetic_seed}-{cfg.synthetic_train_images}-{cfg.synthetic_val_images}"
+    return cached_dataset(name, spec, lambda folder: write_synthetic_dataset(
+        folder, n_train=spec["train"], n_val=spec["val"], seed=spec["seed"]), cfg.data_root)
 
 
 def load_samples(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:

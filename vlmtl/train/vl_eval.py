@@ -33,9 +33,9 @@ def evaluate_retrieval(model: VLMultiTaskModel, samples: Sequence[Sample], trans
     for s in samples:
         first_of_image.setdefault(s.image_id, s)
     image_row = {image_id: i for i, image_id in enumerate(first_of_image)}
-    image_embs = [clip.encode_image(b["images"].to(device), task="retrieval", normalize=True)
+    image_embs = [clip.encode_image(b["images"].to(device), task_ids="retrieval", normalize=True)
                   for b in _loader(list(first_of_image.values()), transform, clip.tokenizer, batch_size, workers)]
-    text_embs = [clip.encode_text(b["text_tokens"].to(device), task="retrieval", normalize=True)
+    text_embs = [clip.encode_text(b["text_tokens"].to(device), task_ids="retrieval", normalize=True)
                  for b in _loader(samples, transform, clip.tokenizer, batch_size, workers)]
     similarity = torch.cat(image_embs) @ torch.cat(text_embs).T
     return recall_at_k(similarity.cpu(), [image_row[s.image_id] for s in samples])
@@ -49,8 +49,8 @@ def evaluate_vqa(model: VLMultiTaskModel, samples: Sequence[Sample], transform, 
     clip, head = model.clip, model.heads["vqa"]
     scores = []
     for batch in _loader(samples, transform, clip.tokenizer, batch_size, workers):
-        image_emb = clip.encode_image(batch["images"].to(device), task="vqa")
-        text_emb = clip.encode_text(batch["text_tokens"].to(device), task="vqa")
+        image_emb = clip.encode_image(batch["images"].to(device), task_ids="vqa")
+        text_emb = clip.encode_text(batch["text_tokens"].to(device), task_ids="vqa")
         predictions = head.predict(head(image_emb, text_emb)).tolist()
         for index, truth in zip(predictions, batch["vqa_answers"]):
             scores.append(vqa_accuracy(answers.decode(index), truth))
@@ -66,7 +66,7 @@ def evaluate_caption(model: VLMultiTaskModel, samples: Sequence[Sample], transfo
     per_image, references = _one_sample_per_image(samples)
     candidates: dict[str, str] = {}
     for batch in _loader(per_image, transform, clip.tokenizer, batch_size, workers):
-        _, tokens = clip.encode_image(batch["images"].to(device), task="caption", return_tokens=True)
+        _, tokens = clip.encode_image(batch["images"].to(device), task_ids="caption", return_tokens=True)
         generated = decoder.generate(tokens, num_beams=num_beams)
         for image_id, ids in zip(batch["image_ids"], generated.tolist()):
             candidates[image_id] = decode_tokens(clip.tokenizer, ids)

@@ -74,19 +74,16 @@ class VLMultiTaskModel(nn.Module):
     def collator(self, answers: AnswerVocab | None = None) -> MultiTaskCollator:
         return MultiTaskCollator(self.clip.tokenizer, answers)
 
-    def task_ids(self, names: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([self.tasks.index(n) for n in names], dtype=torch.long)
-
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Per-task losses of one (possibly mixed) batch; tasks absent from it are left out."""
         ids = batch["task_ids"]
         need_tokens = "caption" in self.heads and len(batch["caption_index"]) > 0
-        image_emb, patch_tokens = self.clip.encode_image(batch["images"], task=ids, return_tokens=True)
+        image_emb, patch_tokens = self.clip.encode_image(batch["images"], task_ids=ids, return_tokens=True)
         text_parts = [batch[f"{t}_index"] for t in ("vqa", "retrieval") if t in self.heads]
         text_rows = torch.cat(text_parts) if text_parts else ids.new_zeros(0)
         text_emb = None
         if len(text_rows):
-            text_emb = self.clip.encode_text(batch["text_tokens"][text_rows], task=ids[text_rows])
+            text_emb = self.clip.encode_text(batch["text_tokens"][text_rows], task_ids=ids[text_rows])
         position = {int(r): i for i, r in enumerate(text_rows.tolist())}
 
         losses: dict[str, torch.Tensor] = {}

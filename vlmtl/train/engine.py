@@ -1,0 +1,241 @@
+"""The one training engine of every path (CLIP, LLaVA, dense, the pre-training scripts).
+
+A path gives a :class:`Job`: the model, a loader over a resumable ``MultiTaskBatchSampler``,
+the optimizer's parameter groups and a step that turns a batch into per-task losses. The
+engine owns the rest: AdamW with one warm-up + cosine schedule, loss weighting, gradient
+clipping, the non-finite guard, atomic checkpoints with exact resume, the progress bar,
+throughput, and the run folder (``config.yaml``, ``train_log.jsonl``, ``metrics.json``,
+``training_curves.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vlmtl.adapters.io import atomic_write
+
+from . import checkpoint as ckpt
+from .checkpoint import Progress
+from .config import TrainConfig
+from .plots import plot_training_curves
+
+logger = logging.getLogger(__name__)
+
+THROUGHPUT_WARMUP_STEPS = 2  # first steps of a process (allocations, autotuning) are not timed
+Losses = dict[str, torch.Tensor]
+
+
+@dataclass
+class Job:
+    """What a path hands the engine.
+
+    ``step(model, batch)`` returns the per-task losses of one batch (tasks absent from it
+    left out) and is called with the prepared model; ``batch_size(batch)`` counts its
+    samples (0 skips the batch); ``on_epoch(epoch)`` runs before each epoch (e.g. the
+    augmentation draws). ``param_groups`` default to every trainable parameter at ``lr``."""
+
+    model: nn.Module
+    loader: DataLoader
+    step: Callable[[nn.Module, dict], Losses]
+    param_groups: list[dict[str, Any]] | None = None
+    batch_size: Callable[[dict], int] = lambda batch: int(batch["size"])
+    on_epoch: Callable[[int], None] | None = None
+    title: str = ""
+
+
+def cosine_with_warmup(total: int, warmup_ratio: float) -> Callable[[int], float]:
+    """The learning-rate factor of step ``s``: linear warm-up, then cosine to zero."""
+    warmup = max(1, int(total * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
+def cpu_threads(workers: int, requested: int | None = None) -> int:
+    """Threads for torch's CPU ops: ``requested``, or the cores the data workers leave free.
+    On a small CPU box, compute threads competing with loader workers for cores spin in
+    OpenMP barriers and can be several times slower than fewer threads."""
+    if requested is not None:
+        return max(1, int(requested))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - max(0, workers)))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(step_times: list[tuple[float, int]]) -> float | None:
+    """Samples per second over the compute of each step, leaving out a process's first
+    steps (allocation, autotuning) unless there are no others."""
+    timed = step_times[THROUGHPUT_WARMUP_STEPS:] or step_times
+    seconds = sum(t for t, _ in timed)
+    return sum(n for _, n in timed) / seconds if seconds > 0 else None
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers (e.g. no person in the val set) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+class Trainer:
+    """Runs a :class:`Job` under ``cfg``: ``fit`` trains (resuming when a checkpoint is
+    there), ``write_run`` writes the run folder. One ``Trainer`` per run."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.started = time.time()
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        if cfg.threads is not None:
+            torch.set_num_threads(cpu_threads(cfg.workers, cfg.threads))
+        set_seed(cfg.seed)
+        self.out = Path(cfg.output)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir = self.out / "checkpoints"
+        self.progress = Progress()
+        self.resumed_from: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def fit(self, job: Job) -> nn.Module:
+        """Train ``job.model`` to the configured number of steps; returns the unwrapped model."""
+        cfg = self.cfg
+        sampler = job.loader.batch_sampler
+        total = cfg.total_steps(len(sampler))
+        groups = job.param_groups or [{"params": [p for p in job.model.parameters() if p.requires_grad]}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError(f"nothing to train: method {cfg.method!r} leaves every parameter frozen")
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, cfg.warmup_ratio))
+        model, optimizer, scheduler = self.accelerator.prepare(job.model, optimizer, scheduler)
+        self._resume(model, optimizer, scheduler, sampler)
+        if self.is_main:
+            cfg.save(self.out / "config.yaml")
+        self._loop(job, model, optimizer, scheduler, sampler, total)
+        return self.accelerator.unwrap_model(model)
+
+    def _loop(self, job: Job, model, optimizer, scheduler, sampler, total: int) -> None:
+        cfg, progress, device = self.cfg, self.progress, self.device
+        model.train()
+        bar = tqdm(total=total, initial=progress.step, desc=job.title or f"train {cfg.method}",
+                   disable=not self.is_main)
+        guard = ckpt.NonFiniteGuard(progress, cfg.max_nonfinite)
+        interval_losses: list[float] = []
+        resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
+        while progress.step < total:
+            if not resuming_mid_epoch:
+                sampler.set_epoch(progress.epoch)
+            resuming_mid_epoch = False
+            if job.on_epoch is not None:
+                job.on_epoch(progress.epoch)
+            for batch in job.loader:  # after a resume, the sampler yields the rest of the epoch
+                progress.batches_in_epoch += 1
+                progress.bad_images += int(batch.get("bad_images", 0))
+                size = job.batch_size(batch)
+                if size == 0:
+                    continue
+                batch = to_device(batch, device)
+                synchronize(device)
+                began = time.perf_counter()
+                losses = job.step(model, batch)
+                loss = sum(cfg.loss_weight(t) * value for t, value in losses.items())
+                if not ckpt.apply_update(loss, losses, guard, self.accelerator, model, optimizer, scheduler,
+                                         cfg.grad_clip):
+                    continue
+                synchronize(device)
+                progress.step_times.append((time.perf_counter() - began, size))
+                progress.step += 1
+                row = {"step": progress.step, "lr": scheduler.get_last_lr()[0],
+                       **{t: v.item() for t, v in losses.items()}}
+                progress.history.append(row)
+                interval_losses.append(loss.item())
+                bar.update(1)
+                if progress.step % cfg.log_every == 0 or progress.step == total:
+                    bar.set_postfix({t: f"{row[t]:.3f}" for t in losses})
+                if cfg.save_every and (progress.step % cfg.save_every == 0 or progress.step == total):
+                    if self.is_main:
+                        self._save(model, optimizer, scheduler, sampler,
+                                   score=sum(interval_losses) / len(interval_losses))
+                    interval_losses = []
+                if progress.step >= total:
+                    break
+            else:
+                progress.epoch += 1
+                progress.batches_in_epoch = 0
+        bar.close()
+
+    def _save(self, model, optimizer, scheduler, sampler, score: float) -> None:
+        state = ckpt.training_state(self.cfg.to_dict(), self.accelerator.unwrap_model(model), optimizer, scheduler,
+                                    self.accelerator.scaler, sampler, self.progress)
+        ckpt.save_checkpoint(self.checkpoint_dir, self.progress.step, state, score, self.cfg.keep_last)
+
+    def _resume(self, model, optimizer, scheduler, sampler) -> None:
+        ckpt.discard_partial_writes(self.checkpoint_dir)  # only this run writes there
+        path = ckpt.find_resume_checkpoint(self.cfg.resume, self.checkpoint_dir)
+        if path is not None:
+            ckpt.restore_training_state(path, self.cfg.to_dict(), self.accelerator.unwrap_model(model), optimizer,
+                                        scheduler, self.accelerator.scaler, sampler, self.progress)
+        self.resumed_from = path
+
+    def summary(self) -> dict[str, Any]:
+        """What every run's ``metrics.json`` records about the training itself."""
+        return {
+            "steps": self.progress.step,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "bad_images_skipped": self.progress.bad_images,
+            "nonfinite_steps_skipped": self.progress.nonfinite_skipped,
+            "train_samples_per_s": throughput(self.progress.step_times),
+            "device": str(self.device),
+            "total_minutes": round((time.time() - self.started) / 60, 2),
+        }
+
+    def write_run(self, document: dict[str, Any], title: str = "") -> dict[str, Any]:
+        """``metrics.json`` (``document`` + the training summary), ``train_log.jsonl`` and
+        ``training_curves.png``; on the main process only. Returns the full document."""
+        document = finite_or_none({**document, **self.summary()})
+        if self.is_main:
+            text = json.dumps(document, indent=2) + "\n"
+            atomic_write(self.out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+            lines = "".join(json.dumps(row) + "\n" for row in self.progress.history)
+            atomic_write(self.out / "train_log.jsonl", lambda tmp: Path(tmp).write_text(lines))
+            plot_training_curves(self.progress.history, self.out / "training_curves.png",
+                                 title=title or f"{self.cfg.method}: {', '.join(self.cfg.tasks)}")
+        return document
