@@ -34,13 +34,14 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from vlmtl.train.checkpoint import RESUMABLE_CHANGES  # noqa: E402
 from vlmtl.train.dense_config import DenseTrainConfig  # noqa: E402
-from vlmtl.train.dense_trainer import cpu_threads, train_dense  # noqa: E402
+from vlmtl.train.dense_trainer import train_dense  # noqa: E402
+from vlmtl.train.engine import cpu_threads  # noqa: E402
 from vlmtl.train.report import write_results  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense_synthetic_small.yaml"
@@ -52,7 +53,7 @@ COLUMNS = [  # (task, metric key, label)
     ("normals", "mean_angle", "Normals angle ↓"),
 ]
 MULTI_TASK_ROWS = [  # (run folder, label, config changes)
-    ("decoders_only", "decoders only", {"method": "decoders_only"}),
+    ("heads_only", "decoders only", {"method": "heads_only"}),
     ("full", "full fine-tuning", {"method": "full"}),
     ("lora", "one shared LoRA", {"method": "lora"}),
     ("mtl_lora", "MTL-LoRA", {"method": "mtl_lora"}),
@@ -128,7 +129,7 @@ def main() -> None:
     command = " ".join(["python scripts/compare_dense.py"] + sys.argv[1:])
     steps = f"{base_cfg.max_steps} steps" if base_cfg.max_steps else f"{base_cfg.epochs} epochs"
     note = (f"{steps} each, batch {base_cfg.batch_size}, seed {base_cfg.seed}, "
-            f"{base_cfg.backbone} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
+            f"{base_cfg.model} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
             f"{torch.get_num_threads()} CPU thread(s); Δm against the measured single-task rows "
             f"(saliency by IoU, normals lower is better); made by `{command}`")
     write_tables(rows, tasks, out, note)

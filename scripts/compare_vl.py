@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
 from vlmtl.train.report import write_results  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ROWS = ("frozen", "single", "shared", "mtl_lora")
 COLUMNS = {
     "vqa": [("accuracy", "VQA acc")],
@@ -60,7 +59,7 @@ def main() -> None:
     unknown = sorted(set(wanted) - set(ROWS))
     if unknown:
         parser.error(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
-    config = args.config or CONFIGS / ("vl_llava.yaml" if args.model == "llava" else "vl_default.yaml")
+    config = args.config or VLTrainConfig.default_yaml({"model": args.model})
     base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
                                       seed=args.seed).to_dict()
     llava = base["backbone"] == "llava"
@@ -68,7 +67,7 @@ def main() -> None:
     rows: list[tuple[str, int, dict]] = []
 
     if "frozen" in wanted:
-        frozen = run(base, "frozen_heads", out, method="none")
+        frozen = run(base, "frozen_heads", out, method="heads_only")
         label = "frozen decoder, projector trained" if llava else "frozen backbone + heads"
         rows.append((label, frozen["trainable_parameters"], frozen["metrics"]))
     if "single" in wanted:

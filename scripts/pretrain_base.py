@@ -42,7 +42,7 @@ from vlmtl.data import (  # noqa: E402
 from vlmtl.models import MultiTaskCLIP, WordTokenizer  # noqa: E402
 from vlmtl.models.clip import DEFAULT_CLIP_DIR  # noqa: E402
 from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE  # noqa: E402
-from vlmtl.train import Job, Trainer, TrainConfig, VLMultiTaskModel  # noqa: E402
+from vlmtl.train import Job, TrainConfig, Trainer, VLMultiTaskModel  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_retrieval  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(DEFAULT_CLIP_DIR))
     parser.add_argument("--run-dir", default="runs/pretrain_clip", dest="run_dir",
                         help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
-    parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
+    parser.add_argument("--data", default=None,
+                        help="where to write the synthetic pretrain split (default: a temp dir)")
     parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=96)

@@ -37,7 +37,7 @@ from vlmtl.models.clip import HFImageTransform  # noqa: E402
 from vlmtl.models.llava import MultiTaskLlava  # noqa: E402
 from vlmtl.models.llava_build import DEFAULT_LLAVA_DIR, save_llava, tiny_llava_for  # noqa: E402
 from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer  # noqa: E402
-from vlmtl.train import Job, Trainer, TrainConfig  # noqa: E402
+from vlmtl.train import Job, TrainConfig, Trainer  # noqa: E402
 from vlmtl.train.llava_model import VLLlavaModel  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_llava  # noqa: E402
 
@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(DEFAULT_LLAVA_DIR))
     parser.add_argument("--run-dir", default="runs/pretrain_llava", dest="run_dir",
                         help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
-    parser.add_argument("--data", default=None, help="where to write the synthetic pretrain split (default: a temp dir)")
+    parser.add_argument("--data", default=None,
+                        help="where to write the synthetic pretrain split (default: a temp dir)")
     parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
     parser.add_argument("--held-out", type=int, default=200, dest="held_out", help="scenes kept for the score")
     parser.add_argument("--steps", type=int, default=1500)

@@ -28,7 +28,7 @@ def trained(model, config=CONFIG):
     inject(model, config)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.1)
     model.visual.ln_post.weight.requires_grad_(True)  # a non-adapter trainable tensor is saved too

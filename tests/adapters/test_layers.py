@@ -73,7 +73,8 @@ def test_mtl_lora_init_and_parameter_shapes():
     assert layer.A.abs().max() <= bound and layer.A.abs().max() > bound / 2
     assert layer.scaling == 2.0 and layer.temperature == 0.1
     # r·d_in + n·r·d_out + T·r² + T·n
-    assert sum(p.numel() for n, p in layer.named_parameters() if not n.startswith("base")) == 8 * 20 + 3 * 8 * 10 + 4 * 64 + 4 * 3
+    expected = 8 * 20 + 3 * 8 * 10 + 4 * 64 + 4 * 3
+    assert sum(p.numel() for n, p in layer.named_parameters() if not n.startswith("base")) == expected
     diagonal = MTLLoRALinear(nn.Linear(20, 10), num_tasks=4, r=8, alpha=16, n_up=3, temperature=0.1,
                              lambda_type="diagonal")
     assert diagonal.Lambda.shape == (4, 8) and torch.equal(diagonal.Lambda, torch.ones(4, 8))

@@ -68,7 +68,8 @@ def test_mixed_batch_equals_each_sample_alone(open_clip_model, clip_inputs):
         image_emb, text_emb = model.encode_image(images), model.encode_text(tokens)
     for i, task in enumerate(ids):
         with use_tasks(model, task):
-            torch.testing.assert_close(model.encode_image(images[i : i + 1]), image_emb[i : i + 1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(model.encode_image(images[i : i + 1]), image_emb[i : i + 1],
+                                       atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(model.encode_text(tokens[i : i + 1]), text_emb[i : i + 1], atol=1e-5, rtol=1e-4)
     # and the tasks really differ
     with use_tasks(model, "vqa"):

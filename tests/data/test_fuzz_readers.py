@@ -240,7 +240,7 @@ def test_fuzz_read_karpathy(tmp_path, damage):
         rng = random.Random(seed)
         how = write_damaged_json(path, doc, damage, rng)
         for split, task in (("train", "retrieval"), ("val", "caption")):
-            issue = problem(lambda: read_karpathy(path, tmp_path, split, task), path)
+            issue = problem(lambda split=split, task=task: read_karpathy(path, tmp_path, split, task), path)
             if issue:
                 found.append(f"seed {seed} ({how}) {split}/{task}: {issue}")
     assert_no_problems(found)
@@ -389,7 +389,8 @@ def test_fuzz_image_files(pascal_copy):
         for seed in range(MUTATIONS):
             data, how = mutate_bytes(original, random.Random(seed))
             path.write_bytes(data)
-            for where, call in (("reader", lambda: reader(path)), ("dataset", lambda: ds[0])):
+            for where, call in (("reader", lambda reader=reader, path=path: reader(path)),
+                                ("dataset", lambda ds=ds: ds[0])):
                 issue = problem(call, path)
                 if issue:
                     found.append(f"{task} seed {seed} ({how}) via {where}: {issue}")

@@ -166,7 +166,7 @@ def test_wide_beam_is_exhaustive(length_penalty):
     candidates += [[BOS, a, b, c] for a, b, c in itertools.product((3, 4), repeat=3)]
     beam = dec.generate(ctx, num_beams=16, length_penalty=length_penalty)
     for i in range(3):
-        def norm(seq: list[int]) -> float:
+        def norm(seq: list[int], i: int = i) -> float:
             raw = dec.score(torch.tensor([seq]), ctx[i : i + 1]).item()
             return raw / (len(seq) - 1) ** length_penalty
         best = max(candidates, key=norm)

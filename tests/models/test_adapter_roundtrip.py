@@ -131,7 +131,7 @@ def build_llava(method: str, tasks: list[str]) -> Adapted:
     from vlmtl.models.llava import VISION_TARGETS, MultiTaskLlava, llava_target_regex
 
     base, tokenizer = _llava_base()
-    inject(base, vl_config(method, tasks, llava_target_regex(base.config, None, VISION_TARGETS)))
+    inject(base, vl_config(method, tasks, llava_target_regex(base.config, vision_targets=VISION_TARGETS)))
     return _llava_adapted(MultiTaskLlava(base, tokenizer))
 
 

@@ -75,7 +75,8 @@ def test_hf_from_pretrained_directory(tmp_path, clip_inputs):
     reference.save_pretrained(tmp_path / "hf")
     from transformers import CLIPImageProcessor
 
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "hf")
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(tmp_path / "hf")
     WordTokenizer(["a", "dog"], context_length=16).save(tmp_path / "hf" / WORD_TOKENIZER_FILE)
     clip = create_multitask_clip(str(tmp_path / "hf"), backbone="hf", method="mtl_lora", tasks=["vqa", "caption"], r=2)
     images, tokens = clip_inputs

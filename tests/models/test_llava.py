@@ -231,7 +231,7 @@ def test_save_and_load_adapters_gives_identical_generations(tmp_path, images):
     model = create_multitask_llava(tasks=TASKS, model=base, tokenizer=loaded_tokenizer, vision_targets=VISION_TARGETS,
                                    **HPARAMS)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.5 * torch.randn_like(param))
     model.eval()
@@ -240,7 +240,7 @@ def test_save_and_load_adapters_gives_identical_generations(tmp_path, images):
 
     fresh, fresh_tokenizer = load_llava(tmp_path / "base")
     assert fresh_tokenizer.words.vocab == tokenizer.words.vocab
-    restored = create_multitask_llava(tasks=TASKS, model=fresh, tokenizer=fresh_tokenizer, vision_targets=VISION_TARGETS,
+    restored = create_multitask_llava(fresh, tasks=TASKS, tokenizer=fresh_tokenizer, vision_targets=VISION_TARGETS,
                                       **HPARAMS).eval()
     assert not torch.equal(restored.generate(images, TASK_OF, texts=TEXTS, max_new_tokens=5, num_beams=2), expected)
     load_adapters(restored.model, tmp_path / "adapters")

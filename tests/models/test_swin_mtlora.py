@@ -12,8 +12,8 @@ import torch
 from vlmtl.adapters import count_parameters
 from vlmtl.adapters.layers import LoRALinear, MTLLoRALinear, MTLoRALinear
 from vlmtl.heads.dense import MultiTaskDenseLoss
-from vlmtl.registry import DENSE_TASKS
 from vlmtl.models.swin_mtlora import DEFAULT_SWIN, MultiTaskSwin, create_multitask_swin
+from vlmtl.registry import DENSE_TASKS
 
 TASKS = tuple(DENSE_TASKS)
 TINY = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))  # stage 2 has a shifted-window block

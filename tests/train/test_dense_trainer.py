@@ -21,13 +21,17 @@ from torch import nn
 from vlmtl.data import PascalContextMT, write_synthetic_pascal
 from vlmtl.data.pascal import read_human_parts
 from vlmtl.heads.dense import MultiTaskDenseLoss
-from vlmtl.registry import DENSE_TASKS
 from vlmtl.metrics.dense import PAPER_SINGLE_TASK
+from vlmtl.registry import DENSE_TASKS
 from vlmtl.train import checkpoint as ckpt
 from vlmtl.train.dense_config import DenseTrainConfig
 from vlmtl.train.dense_eval import HEADLINE, DenseMeters, dense_delta_m, evaluate_dense
 from vlmtl.train.dense_trainer import (
-    build_dense_model, collate_dense, load_dense_weights, loss_targets, train_dense,
+    build_dense_model,
+    collate_dense,
+    load_dense_weights,
+    loss_targets,
+    train_dense,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -187,7 +187,8 @@ def test_train_vl_model_llava_end_to_end(synthetic_llava, tmp_path):
     data, model_dir = synthetic_llava
     out = tmp_path / "run"
     result = run_script("--backbone", "llava", "--model", str(model_dir), "--data", "synthetic", "--data-root",
-                        str(data), "--tasks", "vqa,caption", "--max-steps", "4", "--batch-size", "8",
+                        str(data), "--synthetic-train-images", "24", "--synthetic-val-images", "8",
+                        "--tasks", "vqa,caption", "--max-steps", "4", "--batch-size", "8",
                         "--workers", "2", "--r", "4", "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -74,7 +74,7 @@ class AdapterConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(data: dict[str, Any]) -> AdapterConfig:
         data = dict(data)
         method = data.pop("method", None)
         if method not in CONFIG_CLASSES:
@@ -87,7 +87,7 @@ class AdapterConfig:
         return cls(**data)
 
     @staticmethod
-    def from_json(path: str | Path) -> "AdapterConfig":
+    def from_json(path: str | Path) -> AdapterConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"adapter config not found: {path}")

@@ -85,7 +85,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
             targets[name] = (module, kind)
     # An MHA chosen whole (or by a child name) becomes one wrapper adapting what was chosen.
     mha_plan: dict[str, dict[str, bool]] = {}
-    for name, (module, kind) in targets.items():
+    for name, (_module, kind) in targets.items():
         if kind.startswith("mha"):
             owner = name if kind == "mha" else name.rpartition(".")[0]
             plan = mha_plan.setdefault(owner, {"in": False, "out": False})

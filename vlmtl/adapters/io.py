@@ -47,7 +47,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every trainable parameter plus every adapter parameter (even if frozen)."""
-    adapter_params = {id(p) for m in model.modules() if isinstance(m, AdapterLayer) for p in m.parameters(recurse=False)}
+    adapter_params = {id(p) for m in model.modules() if isinstance(m, AdapterLayer)
+                      for p in m.parameters(recurse=False)}
     return {
         name: param.detach()
         for name, param in model.named_parameters()

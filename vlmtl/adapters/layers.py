@@ -189,7 +189,8 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
             self.Lambda = nn.Parameter(torch.ones(self.num_tasks, self.r, device=device, dtype=dtype))
         self.B = nn.Parameter(torch.zeros(self.n_up, self.out_features, self.r, device=device, dtype=dtype))
         bound = 1.0 / math.sqrt(self.n_up)
-        self.w = nn.Parameter(torch.empty(self.num_tasks, self.n_up, device=device, dtype=dtype).uniform_(-bound, bound))
+        logits = torch.empty(self.num_tasks, self.n_up, device=device, dtype=dtype)
+        self.w = nn.Parameter(logits.uniform_(-bound, bound))
 
     def mixing_weights(self) -> torch.Tensor:
         """softmax(w_t/τ) per task (T × n), in fp32: stable for fp16/bf16 and small τ."""

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .answers import AnswerVocab
-from .images import ImageLoadError, load_image
 from vlmtl.registry import VL_TASKS
 
+from .answers import AnswerVocab
+from .images import ImageLoadError, load_image
 from .samples import Sample, check_task
 
 logger = logging.getLogger(__name__)

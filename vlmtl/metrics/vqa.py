@@ -8,8 +8,7 @@ numbers are comparable with published VQAv2 results.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 
 # The official contractions table, verbatim (including its quirks: capitalised keys such as
 # "Im" never match after lower-casing, and "somebody'd" maps to "somebodyd").

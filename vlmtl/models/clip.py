@@ -96,7 +96,8 @@ def load_open_clip(model_name: str = DEFAULT_CLIP, pretrained: str | None = None
 
     if model_name.startswith("local-dir:") and not Path(model_name[len("local-dir:"):]).is_dir():
         raise FileNotFoundError(f"open_clip model folder not found: {model_name[len('local-dir:'):]}")
-    if pretrained and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+    looks_like_path = pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
+    if looks_like_path and not Path(pretrained).exists():
         raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)

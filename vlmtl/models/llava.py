@@ -25,7 +25,6 @@ from vlmtl.adapters import inject, use_tasks
 from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.inject import CONFIG_ATTR
 from vlmtl.adapters.routing import TaskIds, TaskRouting, resolve_task_ids, routed_layers
-
 from vlmtl.registry import GENERATIVE_TASKS, VL_METHODS, resolve_method
 
 from .adapter_config import build_adapter_config

@@ -19,7 +19,6 @@ from vlmtl.registry import LM_IGNORE_INDEX
 
 from .tokenizer import UNK, WORD_TOKENIZER_FILE, WordTokenizer, split_words
 
-
 PROMPTS: dict[str, str] = {
     "vqa": "question: {text} answer:",
     "caption": "describe the image:",
@@ -57,7 +56,7 @@ class LlavaWordTokenizer:
         self.vocab_size = words.vocab_size + 1
 
     @classmethod
-    def build(cls, texts: Iterable[str], prompts: Mapping[str, str] = PROMPTS) -> "LlavaWordTokenizer":
+    def build(cls, texts: Iterable[str], prompts: Mapping[str, str] = PROMPTS) -> LlavaWordTokenizer:
         """A vocabulary of the words in ``texts`` and in the prompt templates."""
         templates = [p.replace("{text}", " ") for p in prompts.values()]
         return cls(WordTokenizer.build([*texts, *templates]))
@@ -83,7 +82,7 @@ class LlavaWordTokenizer:
         self.words.save(path / WORD_TOKENIZER_FILE)
 
     @classmethod
-    def load(cls, path: str | Path) -> "LlavaWordTokenizer":
+    def load(cls, path: str | Path) -> LlavaWordTokenizer:
         path = Path(path)
         return cls(WordTokenizer.load(path / WORD_TOKENIZER_FILE if path.is_dir() else path))
 

@@ -34,7 +34,7 @@ class WordTokenizer:
         self.sot_id, self.eot_id = len(self.vocab) - 2, len(self.vocab) - 1
 
     @classmethod
-    def build(cls, texts: Iterable[str], context_length: int = 32) -> "WordTokenizer":
+    def build(cls, texts: Iterable[str], context_length: int = 32) -> WordTokenizer:
         words = sorted({w for text in texts for w in split_words(text)})
         return cls(words, context_length)
 
@@ -73,7 +73,7 @@ class WordTokenizer:
         Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "WordTokenizer":
+    def load(cls, path: str | Path) -> WordTokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer vocabulary not found: {path}")

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"checkpoint-(\d+)\.pt$")
 BEST_FILE = "best.json"
 # Options that may change between a run and its resumption (they do not alter the result).
-RESUMABLE_CHANGES = {"output", "resume", "workers", "log_every", "keep_last", "save_every"}
+RESUMABLE_CHANGES = {"output", "resume", "workers", "threads", "log_every", "keep_last", "save_every"}
 
 
 @dataclass

@@ -22,14 +22,17 @@ SPEC_FILE = "synthetic.json"
 
 
 def cached_dataset(name: str, spec: dict[str, Any], write: Callable[[Path], None],
-                   root: str | Path | None = None) -> Path:
+                   root: str | Path | None = None, holds: Callable[[Path], bool] | None = None) -> Path:
     """The folder of the generated set ``spec``: ``root`` (default: ``<cache dir>/<name>``),
-    reused when its spec file matches, else (re)written by ``write(folder)``. A folder the
-    user named that holds something else is refused, never overwritten."""
+    reused when its spec file matches (or ``holds(root)`` recognises the same set written
+    by the generator itself), else (re)written by ``write(folder)``. A folder the user
+    named that holds something else is refused, never overwritten."""
     owned = root is None
     root = cache_dir() / name if owned else Path(root).expanduser()
     spec_file = root / SPEC_FILE
     if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
+        return root
+    if holds is not None and root.is_dir() and holds(root):
         return root
     if root.exists() and not spec_file.is_file() and not owned:
         raise FileExistsError(f"data_root {root} exists and is not a synthetic set written by vlmtl: choose another")

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtl.metrics.dense import LOWER_IS_BETTER, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 from vlmtl.registry import DENSE_TASKS, IGNORE_INDEX
 
 from .engine import synchronize
-from vlmtl.metrics.dense import LOWER_IS_BETTER, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 
 HEADLINE: dict[str, str] = {"semseg": "mIoU", "human_parts": "mIoU", "saliency": "IoU", "normals": "mean_angle"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,19 @@ def ensure_synthetic(cfg: VLTrainConfig) -> Path:
             "val": cfg.synthetic_val_images}
     name = f"synthetic-s{cfg.synthetic_seed}-{cfg.synthetic_train_images}-{cfg.synthetic_val_images}"
     return cached_dataset(name, spec, lambda folder: write_synthetic_dataset(
-        folder, n_train=spec["train"], n_val=spec["val"], seed=spec["seed"]), cfg.data_root)
+        folder, n_train=spec["train"], n_val=spec["val"], seed=spec["seed"]), cfg.data_root,
+        holds=lambda folder: _generator_meta_matches(folder, spec))
+
+
+def _generator_meta_matches(root: Path, spec: dict) -> bool:
+    """A folder ``write_synthetic_dataset`` made for the same seed and sizes (its
+    ``meta.json``, written last): e.g. a set written by hand with the library."""
+    meta_file = root / "meta.json"
+    if not meta_file.is_file():
+        return False
+    meta = json.loads(meta_file.read_text())
+    sizes = {s: meta.get("splits", {}).get(s, {}).get("n_images") for s in ("train", "val")}
+    return meta.get("seed") == spec["seed"] and sizes == {"train": spec["train"], "val": spec["val"]}
 
 
 def load_samples(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:
