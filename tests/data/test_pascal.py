@@ -16,7 +16,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from vlmtl.data import (
-    DENSE_TASKS_DATA,
     AnnotationLoadError,
     AugParams,
     ImageLoadError,
@@ -24,6 +23,7 @@ from vlmtl.data import (
     write_synthetic_pascal,
 )
 from vlmtl.data.pascal import read_human_parts
+from vlmtl.registry import DENSE_TASKS
 
 from ..conftest import hash_tree
 
@@ -169,7 +169,7 @@ def test_task_subset_and_bad_arguments(data):
         PascalContextMT(root, "val", tasks=("depth",))
     with pytest.raises(ValueError, match="split"):
         PascalContextMT(root, "test")
-    assert set(DENSE_TASKS_DATA) == {"semseg", "human_parts", "saliency", "normals"}
+    assert set(DENSE_TASKS) == {"semseg", "human_parts", "saliency", "normals"}
 
 
 def test_flip_mirrors_everything_and_negates_normals_x(data):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from vlmtl.heads.dense import (
-    DENSE_TASKS,
     LOSS_WEIGHTS,
     DenseDecoder,
     MultiTaskDenseLoss,
@@ -16,6 +15,7 @@ from vlmtl.heads.dense import (
     cross_entropy_loss,
     normals_l1_loss,
 )
+from vlmtl.registry import DENSE_TASKS
 
 SWIN_T_CHANNELS = (192, 384, 768, 768)  # Swin-T stages after patch merging (last stage unmerged)
 
