@@ -44,7 +44,6 @@ from vlmtl.train.dense_trainer import train_dense  # noqa: E402
 from vlmtl.train.engine import cpu_threads  # noqa: E402
 from vlmtl.train.report import write_results  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense_synthetic_small.yaml"
 COLUMNS = [  # (task, metric key, label)
     ("semseg", "mIoU", "SemSeg mIoU ↑"),
     ("human_parts", "mIoU", "Parts mIoU ↑"),
@@ -89,7 +88,7 @@ def _harmonic_speed(values: list[float | None]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--config", help="default: the config layer's (configs/dense_synthetic_small.yaml)")
     parser.add_argument("--output", default="runs/compare_dense")
     parser.add_argument("--max-steps", type=int, dest="max_steps", help="steps per row (default: the config's)")
     parser.add_argument("--data", help="a PASCAL_MT folder, or 'synthetic' (default: the config's)")
@@ -101,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    base_cfg = DenseTrainConfig.from_sources(args.config, max_steps=args.max_steps, seed=args.seed, data=args.data)
+    base_cfg = DenseTrainConfig.from_sources(args.config or DenseTrainConfig.default_yaml({}),
+                                             max_steps=args.max_steps, seed=args.seed, data=args.data)
     torch.set_num_threads(cpu_threads(base_cfg.workers, args.threads))
     base = base_cfg.to_dict()
     base.pop("single_task_baselines")

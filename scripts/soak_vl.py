@@ -36,9 +36,6 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
 
-DEFAULT_CONFIG = ROOT / "configs" / "vl_default.yaml"
-
-
 # ----------------------------------------------------------------------------- memory sampling
 
 
@@ -184,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="growth is measured from this step (at most half of --steps) to the last")
     parser.add_argument("--max-growth-pct", type=float, default=10.0, dest="max_growth_pct")
     parser.add_argument("--max-growth-mb", type=float, default=100.0, dest="max_growth_mb")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training YAML (default: the embedded default)")
+    parser.add_argument("--config", help="training YAML (default: the config layer's, configs/vl_default.yaml)")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: the config's)")
     parser.add_argument("--eval-max-samples", type=int, default=64, dest="eval_max_samples",
                         help="validation samples per task evaluated at the end (the soak is about training)")
@@ -206,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shutil.rmtree(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = VLTrainConfig.from_sources(args.config, max_steps=args.steps, output=str(run_dir), resume="never",
-                                     workers=args.workers, eval_max_samples=args.eval_max_samples)
+    cfg = VLTrainConfig.from_sources(args.config or VLTrainConfig.default_yaml({}), max_steps=args.steps,
+                                     output=str(run_dir), resume="never", workers=args.workers,
+                                     eval_max_samples=args.eval_max_samples)
     warmup = min(args.warmup, args.steps // 2)
     recorder = RssRecorder(args.every, cfg.max_steps)
     recorder.sample()  # step 0: after imports, before data, model and workers

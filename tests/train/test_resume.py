@@ -33,18 +33,20 @@ def tiny_yaml(synthetic_vl, tmp_path, **extra) -> Path:
     return path
 
 
-def command(config: Path, output: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "train_vl.py"), "--config", str(config), "--output", str(output)]
+def command(config: Path, output: Path, script: str = "train_vl.py") -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / script), "--config", str(config), "--output", str(output)]
 
 
-def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthetic_vl, tmp_path):
-    config = tiny_yaml(synthetic_vl, tmp_path)
+def assert_killed_run_resumes_exactly(config: Path, tmp_path: Path, script: str, steps: int,
+                                      weight_files: tuple[str, ...]) -> None:
+    """Run ``script`` once whole; run it again, SIGKILL it after its first checkpoint, rerun
+    the same command: it must resume and end with bit-identical weights and a full history."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = subprocess.run(command(config, whole), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(command(config, whole, script), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    process = subprocess.Popen(command(config, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=ROOT)
+    process = subprocess.Popen(command(config, killed, script), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 300
     while not ckpt.checkpoints(killed / "checkpoints") and time.time() < deadline:
         time.sleep(0.02)
@@ -55,19 +57,44 @@ def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthet
     last = ckpt.checkpoints(killed / "checkpoints")[-1]
     ckpt.load_checkpoint(last)  # whole, even if the kill came during the next write (its .tmp may remain)
 
-    resumed = subprocess.run(command(config, killed), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    resumed = subprocess.run(command(config, killed, script), capture_output=True, text=True, timeout=600,
+                             cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
     assert not list((killed / "checkpoints").glob(".*.tmp")), "temporary files of the killed run remain"
     metrics = json.loads((killed / "metrics.json").read_text())
-    assert metrics["resumed_from"].endswith(last.name) and metrics["steps"] == 60
-    for name in ("adapters/adapter_model.safetensors", "heads.safetensors"):
+    assert metrics["resumed_from"].endswith(last.name) and metrics["steps"] == steps
+    for name in weight_files:
         a, b = load_file(str(whole / name)), load_file(str(killed / name))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resuming"
     history = [json.loads(line) for line in (killed / "train_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in history] == list(range(1, 61))
+    assert [row["step"] for row in history] == list(range(1, steps + 1))
+
+
+def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthetic_vl, tmp_path):
+    assert_killed_run_resumes_exactly(tiny_yaml(synthetic_vl, tmp_path), tmp_path, "train_vl.py", 60,
+                                      ("adapters/adapter_model.safetensors", "heads.safetensors"))
+
+
+def test_killed_dense_run_resumes_to_the_same_weights(tmp_path):
+    """The dense path on the same engine: MTLoRA with dropout and drop-path (both random),
+    augmentation draws and a loader worker, killed after its first checkpoint."""
+    from vlmtl.data import write_synthetic_pascal
+
+    data = tmp_path / "PASCAL_MT"
+    write_synthetic_pascal(data, n_train=8, n_val=4, seed=0, size=64)
+    values = {
+        "data": str(data), "img_size": 64, "r": 4, "batch_size": 4, "max_steps": 24, "save_every": 4,
+        "workers": 1, "lr": 1e-3, "warmup_ratio": 0.2, "eval_batch_size": 4, "log_every": 1, "seed": 2,
+        "drop_path_rate": 0.1, "dropout": 0.1,
+        "timm_kwargs": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4},
+    }
+    config = tmp_path / "dense.yaml"
+    config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "\n")
+    assert_killed_run_resumes_exactly(config, tmp_path, "train_dense.py", 24,
+                                      ("adapters/adapter_model.safetensors", "heads.safetensors"))
 
 
 def test_checkpoint_from_another_config_is_refused(synthetic_vl, tmp_path):
@@ -98,7 +125,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(synthetic_vl, tmp_path):
     from vlmtl.train import VLTrainConfig, train_vl
-    from vlmtl.train.checkpoint import NonFiniteLossError
+    from vlmtl.train.engine import NonFiniteLossError
 
     data, model_dir = synthetic_vl
     cfg = VLTrainConfig(tasks=["vqa", "retrieval"], data="jsonl", train_file=str(data / "train.jsonl"),

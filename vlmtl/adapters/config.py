@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .routing import task_index
+
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attn", "c_fc", "c_proj"]
 
 
@@ -58,14 +60,7 @@ class AdapterConfig:
 
     def task_index(self, task: str | int) -> int:
         """Map a task name (or an already-integer id) to its index, with a clear error."""
-        if isinstance(task, str):
-            if task not in self.tasks:
-                raise ValueError(f"unknown task {task!r}; this config's tasks are {self.tasks}")
-            return self.tasks.index(task)
-        index = int(task)
-        if not 0 <= index < self.num_tasks:
-            raise ValueError(f"task id {index} out of range for {self.num_tasks} tasks {self.tasks}")
-        return index
+        return task_index(task, self.tasks, self.num_tasks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self)}

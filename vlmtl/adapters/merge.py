@@ -15,7 +15,7 @@ from torch import nn
 
 from .inject import CONFIG_ATTR
 from .layers import AdaptedMultiheadAttention, AdapterLayer, MTLLoRALinear, MTLoRALinear
-from .routing import _task_index as _routing_task_index
+from .routing import task_index
 
 
 def _adapter_layers(model: nn.Module) -> list[tuple[str, AdapterLayer]]:
@@ -32,10 +32,10 @@ def _resolve_task(model: nn.Module, layers: list[AdapterLayer], task: str | int)
         return config.task_index(task)
     names = getattr(layers[0], "task_names", None)
     num_tasks = len(names) if names else max(getattr(m, "num_tasks", 0) for m in layers)
-    return _routing_task_index(task, names, num_tasks)
+    return task_index(task, names, num_tasks)
 
 
-def _task_index(model: nn.Module, task: str | int | None) -> int | None:
+def _merge_index(model: nn.Module, task: str | int | None) -> int | None:
     """The task index MTL-LoRA layers merge (None for the other methods), checked up front."""
     layers = [m for _, m in _adapter_layers(model)]
     if task is not None and any(isinstance(m, MTLoRALinear) for m in layers):
@@ -57,7 +57,7 @@ def merge(model: nn.Module, task: str | int | None = None) -> nn.Module:
     """W ← W + ΔW_task in every adapter layer, so a single-task model runs at the base
     model's cost. MTL-LoRA: a mixed batch (or another task) is refused until :func:`unmerge`.
     MTLoRA: ``task`` must be None (see the module docstring)."""
-    index = _task_index(model, task)
+    index = _merge_index(model, task)
     layers = _adapter_layers(model)
     merged = [name for name, m in layers if m.merged]
     if merged:  # refuse before changing any weight

@@ -60,13 +60,13 @@ def resolve_task_ids(task_ids: TaskIds, task_names: Sequence[str] | None, num_ta
     if task_ids is None:
         raise ValueError("task_ids is None: pass a task name, a task index, or one per sample")
     if isinstance(task_ids, (str, int)) and not isinstance(task_ids, bool):
-        index = _task_index(task_ids, task_names, num_tasks)
+        index = task_index(task_ids, task_names, num_tasks)
         return TaskRouting(ids=None, uniform=index)
     if isinstance(task_ids, torch.Tensor):
         if task_ids.is_floating_point() or task_ids.is_complex() or task_ids.dtype == torch.bool:
             raise TypeError(f"task ids tensor must hold integers, got dtype {task_ids.dtype}")
         if task_ids.dim() == 0:
-            return TaskRouting(ids=None, uniform=_task_index(int(task_ids), task_names, num_tasks))
+            return TaskRouting(ids=None, uniform=task_index(int(task_ids), task_names, num_tasks))
         if task_ids.dim() != 1:
             raise ValueError(f"task ids must be 1-D (one per sample), got shape {tuple(task_ids.shape)}")
         ids = task_ids.detach().to("cpu", torch.long)
@@ -80,13 +80,14 @@ def resolve_task_ids(task_ids: TaskIds, task_names: Sequence[str] | None, num_ta
         values = list(task_ids)
         if not values:
             raise ValueError("task ids are empty: give one task id per sample")
-        ids = torch.tensor([_task_index(v, task_names, num_tasks) for v in values], dtype=torch.long)
+        ids = torch.tensor([task_index(v, task_names, num_tasks) for v in values], dtype=torch.long)
     first = int(ids[0])
     uniform = first if bool((ids == first).all()) else None
     return TaskRouting(ids=ids, uniform=uniform)
 
 
-def _task_index(task: str | int, task_names: Sequence[str] | None, num_tasks: int) -> int:
+def task_index(task: str | int, task_names: Sequence[str] | None, num_tasks: int) -> int:
+    """The one name → index rule: a known task name, or an integer id in range; errors name the cause."""
     if isinstance(task, str):
         if task_names is None:
             raise ValueError(f"task {task!r} given by name, but this layer has no task names; pass integer ids")

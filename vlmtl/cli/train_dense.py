@@ -22,8 +22,8 @@ import logging
 import sys
 
 from vlmtl.adapters import count_parameters
+from vlmtl.cli.flags import config_parser, parse_config
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS
-from vlmtl.train.config import config_parser, parse_config
 from vlmtl.train.dense_config import DenseTrainConfig
 
 

@@ -21,8 +21,9 @@ import argparse
 import json
 import logging
 
+from vlmtl.cli.flags import config_parser, parse_config
 from vlmtl.registry import VL_METHODS, VL_TASKS
-from vlmtl.train.config import VLTrainConfig, config_parser, parse_config
+from vlmtl.train.config import VLTrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,49 +43,6 @@ class Progress:
     step_times: list[tuple[float, int]] = field(default_factory=list)  # (compute seconds, samples) per step
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many non-finite losses in a row (each one is skipped and counted)."""
-
-
-class NonFiniteGuard:
-    """Skips and counts steps whose loss is not finite; stops the run after ``limit`` in a row."""
-
-    def __init__(self, progress: Progress, limit: int) -> None:
-        self.progress, self.limit, self.in_a_row = progress, limit, 0
-
-    def finite(self, loss, losses: dict) -> bool:
-        if bool(loss.isfinite()):
-            self.in_a_row = 0
-            return True
-        self.progress.nonfinite_skipped += 1
-        self.in_a_row += 1
-        step = self.progress.step + 1
-        logger.warning("step %d: non-finite loss %s (%s); step skipped", step, loss.item(),
-                       {t: v.item() for t, v in losses.items()})
-        if self.in_a_row >= self.limit:
-            raise NonFiniteLossError(
-                f"{self.in_a_row} non-finite losses in a row at step {step}: stopping. "
-                "Lower the learning rate, check the data, or resume from the last checkpoint."
-            )
-        return False
-
-
-def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer, scheduler,
-                 grad_clip: float | None) -> bool:
-    """The one optimizer update of both trainers: zero the gradients, skip a non-finite loss
-    (``guard`` counts it and may stop the run), backward, clip, then step the optimizer and
-    the schedule. Returns False for a skipped step."""
-    optimizer.zero_grad(set_to_none=True)
-    if not guard.finite(loss, losses):
-        return False
-    accelerator.backward(loss)
-    if grad_clip:
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    scheduler.step()
-    return True
-
-
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

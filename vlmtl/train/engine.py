@@ -58,6 +58,49 @@ class Job:
     title: str = ""
 
 
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many non-finite losses in a row (each one is skipped and counted)."""
+
+
+class NonFiniteGuard:
+    """Skips and counts steps whose loss is not finite; stops the run after ``limit`` in a row."""
+
+    def __init__(self, progress: Progress, limit: int) -> None:
+        self.progress, self.limit, self.in_a_row = progress, limit, 0
+
+    def finite(self, loss, losses: dict) -> bool:
+        if bool(loss.isfinite()):
+            self.in_a_row = 0
+            return True
+        self.progress.nonfinite_skipped += 1
+        self.in_a_row += 1
+        step = self.progress.step + 1
+        logger.warning("step %d: non-finite loss %s (%s); step skipped", step, loss.item(),
+                       {t: v.item() for t, v in losses.items()})
+        if self.in_a_row >= self.limit:
+            raise NonFiniteLossError(
+                f"{self.in_a_row} non-finite losses in a row at step {step}: stopping. "
+                "Lower the learning rate, check the data, or resume from the last checkpoint."
+            )
+        return False
+
+
+def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer, scheduler,
+                 grad_clip: float | None) -> bool:
+    """The one optimizer update of both trainers: zero the gradients, skip a non-finite loss
+    (``guard`` counts it and may stop the run), backward, clip, then step the optimizer and
+    the schedule. Returns False for a skipped step."""
+    optimizer.zero_grad(set_to_none=True)
+    if not guard.finite(loss, losses):
+        return False
+    accelerator.backward(loss)
+    if grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return True
+
+
 def cosine_with_warmup(total: int, warmup_ratio: float) -> Callable[[int], float]:
     """The learning-rate factor of step ``s``: linear warm-up, then cosine to zero."""
     warmup = max(1, int(total * warmup_ratio))
@@ -157,7 +200,7 @@ class Trainer:
         model.train()
         bar = tqdm(total=total, initial=progress.step, desc=job.title or f"train {cfg.method}",
                    disable=not self.is_main)
-        guard = ckpt.NonFiniteGuard(progress, cfg.max_nonfinite)
+        guard = NonFiniteGuard(progress, cfg.max_nonfinite)
         interval_losses: list[float] = []
         resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
         while progress.step < total:
@@ -177,7 +220,7 @@ class Trainer:
                 began = time.perf_counter()
                 losses = job.step(model, batch)
                 loss = sum(cfg.loss_weight(t) * value for t, value in losses.items())
-                if not ckpt.apply_update(loss, losses, guard, self.accelerator, model, optimizer, scheduler,
+                if not apply_update(loss, losses, guard, self.accelerator, model, optimizer, scheduler,
                                          cfg.grad_clip):
                     continue
                 synchronize(device)
