@@ -15,11 +15,9 @@ Deterministic for a seed on one machine; about 6 minutes on 2 CPU cores with the
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,18 +29,12 @@ from safetensors.torch import save_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from vlmtl.adapters.io import atomic_write  # noqa: E402
-from vlmtl.data import (  # noqa: E402
-    ImageTransform,
-    MultiTaskBatchSampler,
-    MultiTaskCollator,
-    MultiTaskDataset,
-    read_jsonl,
-    write_synthetic_dataset,
-)
+from vlmtl.data import ImageTransform, MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset  # noqa: E402
 from vlmtl.models import MultiTaskCLIP, WordTokenizer  # noqa: E402
 from vlmtl.models.clip import DEFAULT_CLIP_DIR  # noqa: E402
 from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE  # noqa: E402
-from vlmtl.train import Job, TrainConfig, Trainer, VLMultiTaskModel  # noqa: E402
+from vlmtl.train import Job, Trainer, VLMultiTaskModel  # noqa: E402
+from vlmtl.train.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_retrieval  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -61,32 +53,14 @@ def model_config(width: int, layers: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=str(DEFAULT_CLIP_DIR))
-    parser.add_argument("--run-dir", default="runs/pretrain_clip", dest="run_dir",
-                        help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
-    parser.add_argument("--data", default=None,
-                        help="where to write the synthetic pretrain split (default: a temp dir)")
-    parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser = pretrain_parser(__doc__, DEFAULT_CLIP_DIR, "runs/pretrain_clip", steps=1000, batch_size=96)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     start = time.time()
-    cfg = TrainConfig(tasks=["retrieval"], method="full", max_steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=0.05, warmup_ratio=0.05, grad_clip=1.0, workers=args.workers,
-                      seed=args.seed, output=args.run_dir, save_every=max(1, args.steps // 5))
-    trainer = Trainer(cfg)
-
-    data_root = Path(args.data or tempfile.mkdtemp(prefix="vlmtl-pretrain-"))
-    write_synthetic_dataset(data_root, n_train=0, n_val=0, n_pretrain=args.images, seed=args.seed,
-                            image_size=IMAGE_SIZE)
-    samples = read_jsonl(data_root / "pretrain.jsonl", data_root)
+    trainer = Trainer(pretrain_config(args, "retrieval"))
+    samples = pretrain_samples(args, IMAGE_SIZE)
     tokenizer = WordTokenizer.build(
         [s.text for s in samples] + [a for s in samples for a in (s.answers or [])], context_length=CONTEXT_LENGTH
     )
@@ -123,18 +97,12 @@ def main() -> None:
     atomic_write(out / "open_clip_model.safetensors", lambda tmp: save_file(state, tmp))
     atomic_write(out / "open_clip_config.json", lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
     atomic_write(out / WORD_TOKENIZER_FILE, tokenizer.save)
-    card = {
-        "made_by": "python scripts/pretrain_base.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("output", "data", "workers", "run_dir")),
-        "pretrain_scenes": args.images,
-        "held_out_zero_shot_retrieval": {k: round(v, 2) for k, v in recall.items()},
-        "parameters": sum(p.numel() for p in clip.backbone.parameters()),
-        "minutes": round((time.time() - start) / 60, 1),
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-    }
-    atomic_write(out / "pretrain_card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    card = write_card(
+        out, "pretrain_base.py", args, pretrain_scenes=args.images,
+        held_out_zero_shot_retrieval={k: round(v, 2) for k, v in recall.items()},
+        parameters=sum(p.numel() for p in clip.backbone.parameters()),
+        minutes=round((time.time() - start) / 60, 1), torch=torch.__version__, open_clip=open_clip.__version__,
+    )
     logging.info("wrote %s (%d parameters) in %.1f min", out, card["parameters"], card["minutes"])
 
 

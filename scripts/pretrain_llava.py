@@ -15,8 +15,6 @@ generation_config.json, preprocessor_config.json) plus vlmtl's word tokenizer, r
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 import sys
@@ -31,14 +29,14 @@ import transformers  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import CLIPImageProcessor  # noqa: E402
 
-from vlmtl.adapters.io import atomic_write  # noqa: E402
-from vlmtl.data import MultiTaskBatchSampler, MultiTaskDataset, read_jsonl, write_synthetic_dataset  # noqa: E402
+from vlmtl.data import MultiTaskBatchSampler, MultiTaskDataset  # noqa: E402
 from vlmtl.models.clip import HFImageTransform  # noqa: E402
 from vlmtl.models.llava import MultiTaskLlava  # noqa: E402
 from vlmtl.models.llava_build import DEFAULT_LLAVA_DIR, save_llava, tiny_llava_for  # noqa: E402
 from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer  # noqa: E402
-from vlmtl.train import Job, TrainConfig, Trainer  # noqa: E402
+from vlmtl.train import Job, Trainer  # noqa: E402
 from vlmtl.train.llava_model import VLLlavaModel  # noqa: E402
+from vlmtl.train.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_llava  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -46,34 +44,16 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # the synthetic images' statist
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=str(DEFAULT_LLAVA_DIR))
-    parser.add_argument("--run-dir", default="runs/pretrain_llava", dest="run_dir",
-                        help="the engine's run folder (checkpoints, log, curves); a rerun resumes from it")
-    parser.add_argument("--data", default=None,
-                        help="where to write the synthetic pretrain split (default: a temp dir)")
-    parser.add_argument("--images", type=int, default=4000, help="pretrain scenes")
+    parser = pretrain_parser(__doc__, DEFAULT_LLAVA_DIR, "runs/pretrain_llava", steps=1500, batch_size=48)
     parser.add_argument("--held-out", type=int, default=200, dest="held_out", help="scenes kept for the score")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vision-layers", type=int, default=4, dest="vision_layers")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     start = time.time()
-    cfg = TrainConfig(tasks=["caption"], method="full", max_steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=0.05, warmup_ratio=0.05, grad_clip=1.0, workers=args.workers,
-                      seed=args.seed, output=args.run_dir, save_every=max(1, args.steps // 5))
-    trainer = Trainer(cfg)
-
-    data_root = Path(args.data or tempfile.mkdtemp(prefix="vlmtl-pretrain-"))
-    write_synthetic_dataset(data_root, n_train=0, n_val=0, n_pretrain=args.images, seed=args.seed,
-                            image_size=IMAGE_SIZE)
-    samples = read_jsonl(data_root / "pretrain.jsonl", data_root)
+    trainer = Trainer(pretrain_config(args, "caption"))
+    samples = pretrain_samples(args, IMAGE_SIZE)
     # the vocabulary covers questions and answers too: the adaptation run must be able to say them
     tokenizer = LlavaWordTokenizer.build([s.text for s in samples] + [a for s in samples for a in (s.answers or [])])
     captions = [s for s in samples if s.task == "caption"]
@@ -110,20 +90,13 @@ def main() -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     staging.chmod(0o755)
     save_llava(backbone.cpu(), tokenizer, staging, image_processor=processor)
-    card = {
-        "made_by": "python scripts/pretrain_llava.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("output", "data", "workers", "run_dir")),
-        "objective": "captioning ('describe the image:') on the synthetic pretrain split; no questions",
-        "pretrain_scenes": args.images,
-        "held_out_captions_greedy": {k: round(v, 2) for k, v in scores.items()},
-        "parameters": sum(p.numel() for p in backbone.parameters()),
-        "minutes": round((time.time() - start) / 60, 1),
-        "device": str(trainer.device),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    atomic_write(staging / "pretrain_card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    card = write_card(
+        staging, "pretrain_llava.py", args,
+        objective="captioning ('describe the image:') on the synthetic pretrain split; no questions",
+        pretrain_scenes=args.images, held_out_captions_greedy={k: round(v, 2) for k, v in scores.items()},
+        parameters=sum(p.numel() for p in backbone.parameters()), minutes=round((time.time() - start) / 60, 1),
+        device=str(trainer.device), torch=torch.__version__, transformers=transformers.__version__,
+    )
     if out.exists():  # replace the folder as a whole: a crash never leaves half a model
         shutil.rmtree(out)
     staging.rename(out)
