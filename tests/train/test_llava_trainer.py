@@ -20,6 +20,8 @@ from vlmtl.train import VLTrainConfig, build_model
 from vlmtl.train.llava_model import VLLlavaModel, per_task_lm_losses
 from vlmtl.train.vl_eval import evaluate_llava
 
+from .. import conftest
+
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["vqa", "caption"]
 
@@ -179,8 +181,7 @@ def test_script_picks_the_llava_defaults_for_model_llava():
 
 
 def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_vl.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return conftest.run_script("train_vl.py", *args, timeout=timeout)
 
 
 def test_train_vl_model_llava_end_to_end(synthetic_llava, tmp_path):

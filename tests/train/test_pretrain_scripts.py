@@ -4,16 +4,8 @@ the adaptation paths load, plus the engine's run folder (so a killed pre-trainin
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+from ..conftest import run_script as run
 
 
 def test_pretrain_base_writes_an_open_clip_folder_and_a_run(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from safetensors.torch import load_file
 from vlmtl.data import AnswerVocab, MultiTaskCollator, MultiTaskDataset, read_jsonl
 from vlmtl.metrics import normalize_answer
 from vlmtl.train import VLTrainConfig, build_model
+
+from .. import conftest
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["vqa", "retrieval", "caption"]
@@ -71,8 +72,7 @@ def test_mixed_batch_losses_match_per_task_batches(synthetic_vl):
 
 
 def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_vl.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return conftest.run_script("train_vl.py", *args, timeout=timeout)
 
 
 def test_train_vl_end_to_end_on_synthetic_data(synthetic_vl, tmp_path):
