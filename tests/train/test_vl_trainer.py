@@ -145,3 +145,13 @@ def test_corrupt_image_is_named_or_skipped_and_counted(synthetic_vl, tmp_path):
                       sampling="proportional", on_bad_image="skip", output=str(tmp_path / "skip"))
     document = train_vl(cfg)
     assert document["bad_images_skipped"] > 0 and document["steps"] == 8
+
+
+def test_grad_checkpointing_option_reaches_both_towers(synthetic_vl):
+    cfg = tiny_config(synthetic_vl, grad_checkpointing=True)
+    samples = read_jsonl(cfg.train_file, cfg.image_dir)
+    model = build_model(cfg, AnswerVocab.build([s for s in samples if s.task == "vqa"], normalize=normalize_answer))
+    backbone = model.clip.backbone
+    assert backbone.transformer.grad_checkpointing and backbone.visual.transformer.grad_checkpointing
+    plain = build_model(tiny_config(synthetic_vl), AnswerVocab.build([s for s in samples if s.task == "vqa"]))
+    assert not plain.clip.backbone.transformer.grad_checkpointing

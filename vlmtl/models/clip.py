@@ -89,6 +89,20 @@ class HFImageTransform:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
+def set_hf_checkpointing(model: nn.Module, enable: bool) -> None:
+    """Hugging Face activation checkpointing, non-reentrant (a reentrant recompute would give
+    adapters inside frozen layers no gradient), by the name the installed transformers uses."""
+    new = hasattr(model, "activation_checkpointing_enable")  # transformers 5.x; gradient_* before
+    if enable and new:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif new:
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def load_open_clip(model_name: str = DEFAULT_CLIP, pretrained: str | None = None):
     """(model, preprocess, tokenizer) through open_clip's own factory. ``pretrained`` is a
     tag or a local checkpoint path, as open_clip takes it; ``local-dir:`` folders work too."""
@@ -177,6 +191,15 @@ class MultiTaskCLIP(nn.Module):
             resolve_task_ids(task_ids, self.tasks, len(self.tasks))
             return nullcontext()
         return use_tasks(self.backbone, task_ids)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer block of both towers in backward (activation memory for
+        compute). Non-reentrant, so adapters in a frozen tower still get gradients; task ids
+        reach the recomputed blocks (``use_tasks`` records them per forward)."""
+        if self.kind == "open_clip":
+            self.backbone.set_grad_checkpointing(enable)
+        else:
+            set_hf_checkpointing(self.backbone, enable)
 
     def tokenize(self, texts: str | list[str]) -> torch.Tensor:
         if self.tokenizer is None:

@@ -28,7 +28,7 @@ from vlmtl.adapters.routing import TaskIds, TaskRouting, resolve_task_ids, route
 from vlmtl.registry import GENERATIVE_TASKS, VL_METHODS, resolve_method
 
 from .adapter_config import build_adapter_config
-from .clip import HFImageTransform
+from .clip import HFImageTransform, set_hf_checkpointing
 from .llava_build import DEFAULT_LLAVA_DIR, llava_image_processor, load_llava, num_image_tokens
 from .llava_text import PROMPTS, LlavaTokenizer, build_inputs, format_prompt, positions_from_mask
 
@@ -140,6 +140,11 @@ class MultiTaskLlava(nn.Module):
                 f"tokenizer image token {tokenizer.image_token_id} != "
                 f"model image_token_id {model.config.image_token_id}"
             )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each decoder (and vision) layer in backward, non-reentrant so adapters on
+        frozen layers still get gradients; task ids reach the recomputed layers."""
+        set_hf_checkpointing(self.model, enable)
 
     @property
     def num_image_tokens(self) -> int:

@@ -91,6 +91,7 @@ class TrainConfig(YamlConfig):
     grad_clip: float = 1.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # task -> weight (missing: 1.0)
     mixed_precision: str = "no"
+    grad_checkpointing: bool = False  # recompute backbone blocks in backward: less activation memory
     workers: int = 2
     threads: int | None = None  # torch CPU threads (None: leave torch's setting)
     seed: int = 0

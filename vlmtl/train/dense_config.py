@@ -42,7 +42,6 @@ class DenseTrainConfig(TrainConfig):
     scale: float = 4.0
     mtlora_plus: bool = False
     drop_path_rate: float = 0.2
-    grad_checkpointing: bool = False
     # data: "synthetic" (generated once into data_root or the cache dir) or a PASCAL_MT folder
     synthetic_train_images: int = 300
     synthetic_val_images: int = 100

@@ -32,6 +32,9 @@ class VLLlavaModel(nn.Module):
         """The module holding the adapters (and the projector, when it trains)."""
         return self.llava.model
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.llava.set_grad_checkpointing(enable)
+
     @property
     def preprocess(self):
         return self.llava.preprocess

@@ -67,6 +67,9 @@ class VLMultiTaskModel(nn.Module):
         """The module holding the adapters (what ``save_adapters`` writes)."""
         return self.clip.backbone
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.clip.set_grad_checkpointing(enable)
+
     @property
     def preprocess(self):
         return self.clip.preprocess

@@ -44,13 +44,16 @@ def build_model(cfg: VLTrainConfig, answers: AnswerVocab | None) -> VLModel:
     if cfg.backbone == "llava":
         llava = create_multitask_llava(model, tasks=cfg.tasks, method=cfg.method,
                                        train_projector=cfg.train_projector, **targets, **adapter_hparams(cfg))
+        llava.set_grad_checkpointing(cfg.grad_checkpointing)
         return VLLlavaModel(llava)
     clip = create_multitask_clip(model, tasks=cfg.tasks, method=cfg.method, backbone=cfg.backbone,
                                  pretrained=cfg.pretrained, **targets, **adapter_hparams(cfg))
     context = getattr(clip.tokenizer, "context_length", 77)
-    return VLMultiTaskModel(clip, cfg.tasks, num_answers=len(answers) if answers else 0,
-                            caption_layers=cfg.caption_layers, caption_heads=cfg.caption_heads,
-                            max_caption_len=context)
+    model = VLMultiTaskModel(clip, cfg.tasks, num_answers=len(answers) if answers else 0,
+                             caption_layers=cfg.caption_layers, caption_heads=cfg.caption_heads,
+                             max_caption_len=context)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    return model
 
 
 def build_job(cfg: VLTrainConfig, model: VLModel, train_samples, answers: AnswerVocab | None) -> Job:
