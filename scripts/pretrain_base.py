@@ -29,12 +29,12 @@ from safetensors.torch import save_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from vlmtl.adapters.io import atomic_write  # noqa: E402
+from vlmtl.cli.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.data import ImageTransform, MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset  # noqa: E402
 from vlmtl.models import MultiTaskCLIP, WordTokenizer  # noqa: E402
 from vlmtl.models.clip import DEFAULT_CLIP_DIR  # noqa: E402
 from vlmtl.models.tokenizer import WORD_TOKENIZER_FILE  # noqa: E402
 from vlmtl.train import Job, Trainer, VLMultiTaskModel  # noqa: E402
-from vlmtl.train.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_retrieval  # noqa: E402
 
 IMAGE_SIZE = 64

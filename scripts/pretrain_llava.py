@@ -29,6 +29,7 @@ import transformers  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import CLIPImageProcessor  # noqa: E402
 
+from vlmtl.cli.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.data import MultiTaskBatchSampler, MultiTaskDataset  # noqa: E402
 from vlmtl.models.clip import HFImageTransform  # noqa: E402
 from vlmtl.models.llava import MultiTaskLlava  # noqa: E402
@@ -36,7 +37,6 @@ from vlmtl.models.llava_build import DEFAULT_LLAVA_DIR, save_llava, tiny_llava_f
 from vlmtl.models.llava_text import PROMPTS, LlavaWordTokenizer  # noqa: E402
 from vlmtl.train import Job, Trainer  # noqa: E402
 from vlmtl.train.llava_model import VLLlavaModel  # noqa: E402
-from vlmtl.train.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.train.vl_eval import evaluate_llava  # noqa: E402
 
 IMAGE_SIZE = 64

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from vlmtl.adapters.io import atomic_write
 from vlmtl.data import Sample, read_jsonl, write_synthetic_dataset
-
-from .config import TrainConfig
+from vlmtl.train.config import TrainConfig
 
 NOT_IN_CARD = ("output", "data", "workers", "run_dir")  # where things go, not what the model is
 
