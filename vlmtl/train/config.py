@@ -20,6 +20,9 @@ from vlmtl.paths import configs_dir
 from vlmtl.registry import GENERATIVE_TASKS, VL_BACKBONES, VL_METHODS, VL_TASKS, check_tasks, resolve_method
 
 VL_DATA = ("synthetic", "jsonl", "vqav2_karpathy")
+VQAV2_KEYS = ("train_questions", "train_annotations", "train_images", "val_questions", "val_annotations",
+              "val_images")
+KARPATHY_KEYS = ("json", "image_dir")
 
 
 class YamlConfig:
@@ -193,3 +196,29 @@ class VLTrainConfig(TrainConfig):
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {list(STRATEGIES)}")
         if self.data not in VL_DATA:
             raise ValueError(f"unknown data {self.data!r}; choose one of {list(VL_DATA)}")
+        self._check_data_options()
+
+    def _check_data_options(self) -> None:
+        """Each data mode reads its own options; one given to another mode is an error that
+        says what that mode reads, rather than being ignored."""
+        jsonl = [f for f in ("train_file", "val_file", "image_dir") if getattr(self, f)]
+        public = [f for f in ("vqav2", "karpathy") if getattr(self, f)]
+        if jsonl and self.data != "jsonl":
+            raise ValueError(
+                f"{jsonl} are read by data 'jsonl' only. data {self.data!r} "
+                + ("reads vqav2 {" + ", ".join(VQAV2_KEYS) + "} and karpathy {" + ", ".join(KARPATHY_KEYS)
+                   + "}, e.g. --vqav2 '{train_questions: Q.json, ...}' --karpathy '{json: dataset_coco.json, "
+                     "image_dir: coco/}'" if self.data == "vqav2_karpathy" else "needs none of them")
+            )
+        if public and self.data != "vqav2_karpathy":
+            raise ValueError(f"{public} are read by data 'vqav2_karpathy' only, not by data {self.data!r}")
+        for name, known in (("vqav2", VQAV2_KEYS), ("karpathy", KARPATHY_KEYS)):
+            unknown = sorted(set(getattr(self, name)) - set(known))
+            if unknown:
+                raise ValueError(f"{name} has unknown key(s) {unknown}; its keys are {list(known)}")
+        if self.data == "vqav2_karpathy":
+            if "vqa" in self.tasks and (missing := [k for k in VQAV2_KEYS if not self.vqav2.get(k)]):
+                raise ValueError(f"data 'vqav2_karpathy' with task vqa needs vqav2 keys {missing}")
+            if {"retrieval", "caption"} & set(self.tasks) and (
+                    missing := [k for k in KARPATHY_KEYS if not self.karpathy.get(k)]):
+                raise ValueError(f"data 'vqav2_karpathy' with retrieval or caption needs karpathy keys {missing}")
