@@ -320,3 +320,26 @@ def test_embedded_llava_loads_offline_and_covers_the_synthetic_vocabulary(tmp_pa
     caption = model.generate_text(pixels[None], "caption", texts=[""], max_new_tokens=48)[0]
     assert len(caption.split()) >= 3  # the base was pre-trained to describe scenes
     assert set(caption.split()) <= set(tokenizer.words.vocab)
+
+
+def test_a_folder_saved_with_a_whole_llava_processor_keeps_its_image_processor(tmp_path):
+    """transformers 5 saves a ``LlavaProcessor`` as one ``processor_config.json`` (no
+    ``preprocessor_config.json``): its image processor is read, not replaced by defaults;
+    an unreadable processor file is an error, never a silent fallback."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    from ..conftest import write_hf_llava_dir
+
+    folder = write_hf_llava_dir(tmp_path / "llava", TEXTS)
+    (folder / "preprocessor_config.json").unlink()
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5])
+    LlavaProcessor(image_processor=images, tokenizer=AutoTokenizer.from_pretrained(folder), patch_size=8,
+                   image_token="<image>").save_pretrained(folder)
+    assert (folder / "processor_config.json").is_file() and not (folder / "preprocessor_config.json").exists()
+    llava = create_multitask_llava(folder, tasks=["vqa"], r=2)
+    assert tuple(llava.preprocess.processor.image_mean) == (0.1, 0.2, 0.3)
+
+    (folder / "processor_config.json").write_text("{not json")
+    with pytest.raises(OSError, match="processor_config.json' is not a valid JSON file"):
+        create_multitask_llava(folder, tasks=["vqa"], r=2)

@@ -4,12 +4,15 @@ image processor)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from vlmtl.paths import assets_dir
 
 from .llava_text import HFLlavaTokenizer, LlavaTokenizer, LlavaWordTokenizer
 from .tokenizer import WORD_TOKENIZER_FILE
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LLAVA_DIR = assets_dir() / "vlmtl-tiny-llava"  # made by scripts/pretrain_llava.py
 
@@ -101,14 +104,23 @@ def save_llava(model, tokenizer: LlavaTokenizer, path: str | Path, image_process
     return path
 
 
-def llava_image_processor(config, local_dir: str | Path | None = None):
-    """The folder's ``CLIPImageProcessor`` (``preprocessor_config.json``, as LLaVA
-    checkpoints ship it), else one sized for the vision tower with CLIP's defaults."""
-    from transformers import CLIPImageProcessor
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # what transformers writes
 
-    if local_dir is not None and (Path(local_dir) / "preprocessor_config.json").is_file():
-        return CLIPImageProcessor.from_pretrained(local_dir, local_files_only=True)
+
+def llava_image_processor(config, local_dir: str | Path | None = None):
+    """The folder's own image processor, read by ``AutoImageProcessor`` from whichever
+    processor file ``transformers`` saved (an image processor's ``preprocessor_config.json``
+    or a whole ``LlavaProcessor``'s ``processor_config.json``); an unreadable one is an error,
+    never replaced. Only a folder without any (or a model built in memory) gets one sized for
+    the vision tower with CLIP's defaults, and the log says so."""
+    from transformers import AutoImageProcessor, CLIPImageProcessor
+
+    if local_dir is not None and any((Path(local_dir) / name).is_file() for name in PROCESSOR_FILES):
+        return AutoImageProcessor.from_pretrained(local_dir, local_files_only=True)
     size = int(config.vision_config.image_size)
+    if local_dir is not None:
+        logger.warning("%s holds no image processor (%s): using CLIP's defaults at %d px", local_dir,
+                       " or ".join(PROCESSOR_FILES), size)
     return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
