@@ -49,8 +49,10 @@ def test_local_dir_loads_the_saved_weights_and_tokenizer(open_clip_dir, clip_inp
     assert clip.tokenize(["a red circle"])[0, :5].tolist() == [clip.tokenizer.sot_id, 2, 3, 4, clip.tokenizer.eot_id]
 
 
-def test_pretrained_local_checkpoint_file(tmp_path, clip_inputs):
-    """open_clip's `pretrained=` with a local file path, for a registered model config."""
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".bin"])
+def test_pretrained_local_checkpoint_file(tmp_path, clip_inputs, suffix):
+    """open_clip's `pretrained=` with a local file path, for a registered model config:
+    safetensors, or a ``torch.save`` state dict (``.pt``/``.bin``), as open_clip reads both."""
     import open_clip
 
     reference = make_open_clip(seed=11)
@@ -58,8 +60,12 @@ def test_pretrained_local_checkpoint_file(tmp_path, clip_inputs):
     config_dir.mkdir()
     (config_dir / "vlmtl-test-tiny.json").write_text(json.dumps(TINY_CFG))
     open_clip.add_model_config(config_dir)
-    checkpoint = tmp_path / "weights.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(checkpoint))
+    checkpoint = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(checkpoint))
+    else:
+        torch.save({"state_dict": state} if suffix == ".pt" else state, checkpoint)  # both layouts open_clip reads
     clip = create_multitask_clip("vlmtl-test-tiny", pretrained=str(checkpoint), method="lora",
                                  tasks=["retrieval"])
     images, tokens = clip_inputs
