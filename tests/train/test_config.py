@@ -43,3 +43,24 @@ def test_bad_options_are_named(overrides, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         VLTrainConfig.from_sources(tmp_path / "nope.yaml")
+
+
+def test_both_training_scripts_have_a_flag_for_every_shared_option_with_the_same_name():
+    import dataclasses
+
+    from vlmtl.cli import train_dense, train_vl
+    from vlmtl.train.config import TrainConfig
+
+    def flags(parser) -> set[str]:
+        return {option for action in parser._actions for option in action.option_strings}
+
+    shared = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
+    vl, dense = flags(train_vl.build_parser()), flags(train_dense.build_parser())
+    assert shared <= vl and shared <= dense, (shared - vl, shared - dense)
+    assert {"--resume", "--save-every", "--mixed-precision", "--grad-checkpointing", "--threads"} <= shared
+    cfg = train_vl.parse_args(["--resume", "never", "--save-every", "7", "--loss-weights", "{vqa: 2}", "--lr", "1e-3",
+                               "--vision-targets", "[mlp.c_fc]", "--grad-checkpointing", "true"])
+    assert (cfg.resume, cfg.save_every, cfg.loss_weights, cfg.lr) == ("never", 7, {"vqa": 2}, 1e-3)
+    assert (cfg.vision_targets, cfg.grad_checkpointing) == (["mlp.c_fc"], True)
+    dense_cfg, _ = train_dense.parse_args(["--resume", "never", "--save-every", "7", "--method", "heads_only"])
+    assert (dense_cfg.resume, dense_cfg.save_every, dense_cfg.method) == ("never", 7, "heads_only")
