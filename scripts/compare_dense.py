@@ -38,11 +38,11 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from vlmtl.cli.report import write_results  # noqa: E402
 from vlmtl.train.checkpoint import RESUMABLE_CHANGES  # noqa: E402
 from vlmtl.train.dense_config import DenseTrainConfig  # noqa: E402
 from vlmtl.train.dense_trainer import train_dense  # noqa: E402
 from vlmtl.train.engine import cpu_threads  # noqa: E402
-from vlmtl.train.report import write_results  # noqa: E402
 
 COLUMNS = [  # (task, metric key, label)
     ("semseg", "mIoU", "SemSeg mIoU ↑"),

@@ -25,8 +25,8 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vlmtl.cli.report import write_results  # noqa: E402
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
-from vlmtl.train.report import write_results  # noqa: E402
 
 ROWS = ("frozen", "single", "shared", "mtl_lora")
 COLUMNS = {

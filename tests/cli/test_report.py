@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from vlmtl.train.report import write_results
+from vlmtl.cli.report import write_results
 
 
 def test_markdown_shows_formatted_cells_and_csv_keeps_raw_values(tmp_path):
