@@ -46,10 +46,19 @@ def test_vqa_accuracy_leave_one_out(n_match, expected):
     assert vqa_accuracy("cat", answers) == pytest.approx(expected)
 
 
-def test_vqa_accuracy_normalises_both_sides():
-    # "Two" and "two." both normalise to "2": 2 matches of 10 -> 0.6
-    answers = ["2", "two."] + ["3"] * 8
-    assert vqa_accuracy("Two", answers) == pytest.approx(0.6)
+def test_vqa_accuracy_follows_the_official_normalisation_rule():
+    """Cases worked through the official vqaEval.py algorithm by hand: the prediction is fully
+    normalised; the human answers only lose punctuation, and only when they differ."""
+    # prediction "Two" -> "2"; differing answers: "2" and "2." (-> "2") match, "two" stays "two"
+    assert vqa_accuracy("Two", ["2", "2.", "two"] + ["3"] * 7) == pytest.approx(0.6)
+    # all ten answers identical: compared exactly as given, so "2." never equals the prediction "2"
+    assert vqa_accuracy("2", ["2."] * 10) == 0.0
+    # ... and the same answers among others lose their period: 10 - 1 = 9 matches in every subset
+    assert vqa_accuracy("2", ["2."] * 9 + ["3"]) == pytest.approx(1.0)
+    # articles are dropped from the prediction only: "the dog" -> "dog" matches "dog", not "the dog"
+    assert vqa_accuracy("the dog", ["dog", "dog", "the dog"] + ["cat"] * 7) == pytest.approx(0.6)
+    # surrounding white space and newlines in the prediction are ignored
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == pytest.approx(1.0)
 
 
 def test_vqa_accuracy_non_ten_answers():

@@ -102,19 +102,26 @@ def answer_soft_score(count: int) -> float:
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Official accuracy of one prediction against the annotators' answers, in [0, 1].
+    """VQA accuracy of one prediction against the annotators' answers, in [0, 1], exactly as
+    the official ``vqaEval.py`` (GT-Vision-Lab/VQA) computes it.
 
-    Mean over the len(answers) leave-one-out subsets of min(1, #matches among the others / 3):
-    with 10 answers, 3 matches already give 1.0 and 2 matches give 0.6. The same averaging is
-    applied to any number of answers, so with fewer than 4 answers the maximum is below 1
-    (and a single answer always scores 0).
+    The prediction is stripped and fully normalised (punctuation, number words, articles,
+    contractions: :func:`normalize_answer`). The human answers are compared as given, except
+    that their punctuation is processed when they are not all identical (the official code
+    applies no digit/article step to them: VQAv2's annotation files already hold normalised
+    answers). The score is the mean over the len(answers) leave-one-out subsets of
+    min(1, #matches among the others / 3): with 10 answers, 3 matches give 1.0 and 2 give 0.6;
+    with fewer than 4 answers the maximum is below 1.
     """
     if isinstance(answers, str):
         raise TypeError("answers must be a list of strings, not a single string")
     if len(answers) == 0:
         raise ValueError("answers must not be empty")
     pred = normalize_answer(prediction)
-    matches = [normalize_answer(a) == pred for a in answers]
+    truths = list(answers)
+    if len(set(truths)) > 1:
+        truths = [_process_punctuation(a) for a in truths]
+    matches = [a == pred for a in truths]
     total = sum(matches)
     return sum(min(1.0, (total - m) / 3.0) for m in matches) / len(matches)
 
