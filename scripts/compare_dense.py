@@ -48,7 +48,8 @@ COLUMNS = [  # (task, metric key, label)
     ("semseg", "mIoU", "SemSeg mIoU ↑"),
     ("human_parts", "mIoU", "Parts mIoU ↑"),
     ("saliency", "maxF", "Sal maxF ↑"),
-    ("saliency", "IoU", "Sal IoU ↑"),
+    ("saliency", "Beta maxF", "Sal Beta maxF ↑"),
+    ("saliency", "mIoU", "Sal mIoU ↑"),
     ("normals", "mean_angle", "Normals angle ↓"),
 ]
 MULTI_TASK_ROWS = [  # (run folder, label, config changes)
@@ -131,7 +132,7 @@ def main() -> None:
     note = (f"{steps} each, batch {base_cfg.batch_size}, seed {base_cfg.seed}, "
             f"{base_cfg.model} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
             f"{torch.get_num_threads()} CPU thread(s); Δm against the measured single-task rows "
-            f"(saliency by IoU, normals lower is better); made by `{command}`")
+            f"(saliency by mIoU, normals lower is better); made by `{command}`")
     write_tables(rows, tasks, out, note)
     plot(rows, out / "results.png")
     print((out / "results.md").read_text())

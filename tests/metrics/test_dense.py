@@ -46,17 +46,22 @@ def test_confusion_matrix_errors():
         cm.update(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long))
 
 
-def test_saliency_max_f_and_iou():
+def test_saliency_max_f_beta_max_f_and_iou():
     pred = torch.tensor([[[0.93, 0.57, 0.33], [0.12, 0.99, 0.02]],  # image 1
                          [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])      # image 2: all background
     target = torch.tensor([[[1, 0, 1], [0, 255, 0]],
                            [[0, 0, 0], [0, 0, 0]]])
     meter = SaliencyMeter()
     meter.update(pred, target)
-    # maxF (prob >= t, dataset counts, 2 salient pixels; the 0.99 pixel is ignored):
+    # Beta maxF (prob >= t, dataset counts, 2 salient pixels; the 0.99 pixel is ignored):
     #   t <= 0.10: P=2/4, R=1 -> 1.3*0.5/(0.15+1)=0.565; 0.15..0.30: P=2/3, R=1 -> 0.722;
     #   0.35..0.55: P=1/2, R=1/2 -> 0.5; 0.60..0.90: P=1, R=1/2 -> 1.3*0.5/(0.3+0.5) = 0.8125; 0.95: 0
-    assert meter.max_f() == pytest.approx(81.25)
+    assert meter.beta_max_f() == pytest.approx(81.25)
+    # maxF (official SaliencyMeterWithNoBeta: prob > t, per-image P and R with 1e-12, then averaged):
+    #   image 1: t 0.2..0.3 -> P 2/3, R 1; 0.35..0.55 -> P 1/2, R 1/2; 0.6..0.9 -> P 1, R 1/2.
+    #   image 2 (nothing salient, nothing predicted) -> P 0, R 0 at every t.
+    #   mean P, R: (1/3, 1/2) -> F1 0.4; (1/4, 1/4) -> 0.25; (1/2, 1/4) -> 1/3. Best: 0.4
+    assert meter.max_f() == pytest.approx(40.0)
     # IoU (prob > t), image 1: t 0.2..0.3 -> 2/3; 0.35..0.55 -> 1/3; 0.6..0.9 -> 1/2.
     # Image 2 (empty prediction and target) -> 1 at all t. Best mean: (2/3 + 1)/2
     assert meter.iou() == pytest.approx(100 * (2 / 3 + 1) / 2)

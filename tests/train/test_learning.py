@@ -9,7 +9,7 @@ training by stated margins, measured on the embedded data.
   stay within 10 points of it and far above chance (a random ranking's R@1 is under 1 %).
 - Dense default (configs/dense_synthetic_small.yaml: MTLoRA on a small random Swin), 40
   steps, against the same model before training (measured: semseg mIoU 0.5 → 7.1, parts mIoU
-  2.1 → 17.1, saliency IoU 27.3 → 52.3, normals mean angle 46.5° → 18.2°); the test asks for
+  2.1 → 17.1, saliency mIoU 27.3 → 52.3, normals mean angle 46.5° → 18.2°); the test asks for
   about half of each gain.
 """
 
@@ -86,5 +86,5 @@ def test_dense_default_learns_every_task(dense_cfg):
     print({t: (before[t], trained[t]) for t in trained})
     assert trained["semseg"]["mIoU"] >= before["semseg"]["mIoU"] + 3, (trained, before)
     assert trained["human_parts"]["mIoU"] >= before["human_parts"]["mIoU"] + 7, (trained, before)
-    assert trained["saliency"]["IoU"] >= before["saliency"]["IoU"] + 12, (trained, before)
+    assert trained["saliency"]["mIoU"] >= before["saliency"]["mIoU"] + 12, (trained, before)
     assert trained["normals"]["mean_angle"] <= before["normals"]["mean_angle"] - 14, (trained, before)

@@ -75,14 +75,18 @@ class ConfusionMatrix:
 
 
 class SaliencyMeter:
-    """Saliency maxF and IoU from predicted foreground probabilities and binary targets.
+    """Saliency metrics from predicted foreground probabilities and binary targets, as the
+    official MTLoRA evaluation (``evaluation/eval_sal.py``) reports them:
 
-    ``max_f``: precision and recall are accumulated over the whole dataset for each threshold
-    (prob >= t, t in 0.05, 0.10, ..., 0.95, as MTLoRA's ``SaliencyMeterWithBeta``), the
-    F-measure with beta^2 = 0.3 is taken per threshold, and the best one is returned.
-    ``iou``: per-image IoU (prob > t) for t in linspace(0.2, 0.9, 15), averaged over images,
-    best threshold (as MTLoRA's / ASTMT's saliency mIoU; an image with empty target and
-    prediction counts as IoU 1). Target pixels equal to ``ignore_index`` are skipped.
+    ``max_f`` (its ``maxF``): per image and threshold (prob > t, t in linspace(0.2, 0.9, 15)),
+    precision tp/(tp+fp+1e-12) and recall tp/(tp+fn+1e-12); both averaged over images per
+    threshold, F1 = 2PR/(P+R+1e-12), best threshold (``SaliencyMeterWithNoBeta``).
+    ``beta_max_f`` (its ``Beta maxF``): precision and recall accumulated over the whole data
+    set for each threshold (prob >= t, t in 0.05, 0.10, ..., 0.95), F-beta with beta^2 = 0.3,
+    best threshold (``SaliencyMeterWithBeta``).
+    ``iou`` (its ``mIoU``): per-image IoU (prob > t, the same 15 thresholds) averaged over
+    images, best threshold (an image with empty target and prediction counts as IoU 1).
+    Target pixels equal to ``ignore_index`` are skipped.
     """
 
     def __init__(self, ignore_index: int = 255, beta_squared: float = 0.3) -> None:
@@ -98,6 +102,8 @@ class SaliencyMeter:
         self.predicted_positives = torch.zeros(n_f, dtype=torch.float64)
         self.actual_positives = 0.0
         self._image_ious: list[torch.Tensor] = []  # each (B, 15)
+        self._image_precisions: list[torch.Tensor] = []  # each (B, 15)
+        self._image_recalls: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -134,9 +140,21 @@ class SaliencyMeter:
         union = (predicted | fg.unsqueeze(0)).reshape(len(thr), batch, -1).sum(2).double()
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
         self._image_ious.append(iou.t().cpu())
+        predicted_count = predicted.reshape(len(thr), batch, -1).sum(2).double()
+        salient_count = fg.reshape(batch, -1).sum(1).double().unsqueeze(0)
+        self._image_precisions.append((inter / (predicted_count + 1e-12)).t().cpu())
+        self._image_recalls.append((inter / (salient_count + 1e-12)).t().cpu())
 
     def max_f(self) -> float:
-        """Best F-beta (beta^2 = 0.3) over thresholds, in percent."""
+        """Best F1 of the image-averaged precision and recall over thresholds, in percent."""
+        if not self._image_ious:
+            raise ValueError("no data accumulated: call update() first")
+        precision = torch.cat(self._image_precisions).mean(0)
+        recall = torch.cat(self._image_recalls).mean(0)
+        return 100.0 * float((2 * precision * recall / (precision + recall + 1e-12)).max())
+
+    def beta_max_f(self) -> float:
+        """Best F-beta (beta^2 = 0.3) of data-set precision and recall over thresholds, in percent."""
         if not self._image_ious:
             raise ValueError("no data accumulated: call update() first")
         tp = self.true_positives

@@ -2,10 +2,11 @@
 
 Metrics follow the official MTLoRA evaluation (``evaluation/*.py`` of scale-lab/MTLoRA):
 semseg and human-parts mIoU over the data set (parts: only images with a labelled person;
-an all-ignore image adds nothing), saliency maxF and IoU, normals mean angular error.
-Δm uses one headline number per task, as the official ``calculate_multi_task_performance``:
-semseg mIoU, parts mIoU, saliency **IoU** (``sal['mIoU']``; the paper's Table 1 saliency
-column is that mIoU, not maxF) and normals mean angle (lower is better).
+an all-ignore image adds nothing), saliency ``maxF``, ``Beta maxF`` and ``mIoU`` (the
+official names), normals mean angular error. Δm uses one headline number per task, as the
+official ``calculate_multi_task_performance``: semseg mIoU, parts mIoU, saliency **mIoU**
+(``sal['mIoU']``; the paper's Table 1 saliency column is that mIoU, not maxF) and normals
+mean angle (lower is better).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from vlmtl.registry import DENSE_TASKS, IGNORE_INDEX
 
 from .engine import synchronize
 
-HEADLINE: dict[str, str] = {"semseg": "mIoU", "human_parts": "mIoU", "saliency": "IoU", "normals": "mean_angle"}
+HEADLINE: dict[str, str] = {"semseg": "mIoU", "human_parts": "mIoU", "saliency": "mIoU", "normals": "mean_angle"}
 
 
 def _nan_if_empty(read) -> float:
@@ -68,7 +69,7 @@ class DenseMeters:
                 self.normals.update(out, batch["normals"].cpu().float(), batch["normals_mask"].cpu().bool())
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """``{"semseg": {"mIoU"}, "human_parts": {"mIoU"}, "saliency": {"maxF", "IoU"},
+        """``{"semseg": {"mIoU"}, "human_parts": {"mIoU"}, "saliency": {"maxF", "Beta maxF", "mIoU"},
         "normals": {"mean_angle"}}`` for the tasks evaluated (percent; angles in degrees)."""
         result: dict[str, dict[str, float]] = {}
         for task in self.tasks:
@@ -77,7 +78,9 @@ class DenseMeters:
             elif task == "human_parts":
                 result[task] = {"mIoU": _nan_if_empty(self.parts.miou)}
             elif task == "saliency":
-                result[task] = {"maxF": _nan_if_empty(self.saliency.max_f), "IoU": _nan_if_empty(self.saliency.iou)}
+                sal = self.saliency  # the official names (evaluation/eval_sal.py)
+                result[task] = {"maxF": _nan_if_empty(sal.max_f), "Beta maxF": _nan_if_empty(sal.beta_max_f),
+                                "mIoU": _nan_if_empty(sal.iou)}
             else:
                 result[task] = {"mean_angle": _nan_if_empty(self.normals.mean_angle)}
         return result
