@@ -29,7 +29,9 @@ def test_confusion_matrix_miou_with_ignore():
     ious = cm.per_class_iou()
     assert ious[:3] == pytest.approx([50.0, 200 / 3, 100.0])
     assert math.isnan(ious[3])
-    assert cm.miou() == pytest.approx((50 + 200 / 3 + 100) / 3)  # 72.22; 2 -> 50 if the ignored pixel counted
+    # official mean (MTLoRA/ASTMT meters: tp / max(tp + fp + fn, 1e-8) for every class): class 3 counts 0
+    assert cm.miou() == pytest.approx((50 + 200 / 3 + 100 + 0) / 4)  # 54.17
+    assert cm.miou_present() == pytest.approx((50 + 200 / 3 + 100) / 3)  # 72.22; 2 -> 50 if the ignored pixel counted
 
 
 def test_confusion_matrix_errors():

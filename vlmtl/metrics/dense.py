@@ -26,8 +26,10 @@ def _squeeze_channel(x: torch.Tensor) -> torch.Tensor:
 class ConfusionMatrix:
     """Pixel confusion matrix (rows: target class, columns: predicted class) for mIoU.
 
-    Pixels whose target is ``ignore_index`` are skipped. ``miou`` averages the IoU over the
-    classes with a non-zero union (present in the target or predicted), in percent.
+    Pixels whose target is ``ignore_index`` are skipped. ``miou`` averages the IoU over all
+    classes, a class absent from both prediction and target counting 0, as the official
+    MTLoRA / ASTMT meters do (tp / max(tp + fp + fn, 1e-8)); ``miou_present`` averages over
+    the classes with a non-zero union only. Both in percent.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
@@ -67,7 +69,14 @@ class ConfusionMatrix:
         return [100.0 * float(x) for x in iou]
 
     def miou(self) -> float:
-        """Mean IoU in percent over classes with a non-zero union."""
+        """Mean IoU in percent over all classes (absent from prediction and target: 0)."""
+        ious = self.per_class_iou()
+        if all(np.isnan(x) for x in ious):
+            raise ValueError("no labelled pixels accumulated: call update() first")
+        return float(np.mean([0.0 if np.isnan(x) else x for x in ious]))
+
+    def miou_present(self) -> float:
+        """Mean IoU in percent over the classes with a non-zero union (not the official mean)."""
         ious = [x for x in self.per_class_iou() if not np.isnan(x)]
         if not ious:
             raise ValueError("no labelled pixels accumulated: call update() first")
