@@ -507,6 +507,8 @@ def test_fuzz_normals_class_lists_and_label_map(tmp_path):
     write_json(nyu, nyu_doc)
     write_json(ctx, ctx_doc)
     assert read_normals_valid_classes(tmp_path) == frozenset({1, 2, 4})
+    write_json(nyu, {"wall": 7, "floor": 8, "unknown": 0})  # the official layout: name -> index, keys iterated
+    assert read_normals_valid_classes(tmp_path) == frozenset({1, 2, 4})
     found = []
     for seed in range(MUTATIONS):
         rng = random.Random(seed)

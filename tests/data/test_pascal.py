@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +244,8 @@ def test_official_normals_class_mask(copy):
     (copy / "json").mkdir()
     (copy / "json/context_classes.json").write_text(json.dumps(
         {"unknown": 0, "wall": 1, "floor": 2, "sky": 3, "tvmonitor": 4, "cat": 5}))
-    (copy / "json/nyu_classes.json").write_text(json.dumps(["unknown", "wall", "floor", "bed"]))
+    # the official files: JSON objects of class name -> index (the loader iterates the NYUD keys)
+    (copy / "json/nyu_classes.json").write_text(json.dumps({"unknown": 0, "wall": 1, "floor": 2, "bed": 3}))
     with pytest.raises(FileNotFoundError, match="trainval"):
         PascalContextMT(copy, "val", tasks=("normals",))
     (copy / "pascal-context/trainval").mkdir(parents=True)
@@ -314,3 +316,12 @@ def test_corrupt_files_name_the_file(copy, rel, damage):
     if rel.startswith(("semseg", "sal", "normals", "human")):
         assert isinstance(info.value, AnnotationLoadError)
     ds[1]  # other items are unaffected
+
+
+def test_missing_normals_class_lists_warn_that_the_protocol_differs(copy):
+    with pytest.warns(UserWarning, match="normals are supervised and scored on every pixel"):
+        data = PascalContextMT(copy, "val", tasks=("normals",))
+    assert data.normals_valid_classes is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PascalContextMT(copy, "val", tasks=("semseg",))  # no normals: nothing to warn about

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,11 @@ def read_human_parts(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 def read_normals_valid_classes(root: str | Path) -> frozenset[int] | None:
     """The official normals classes: PASCAL-Context classes also in NYUD (minus 'unknown')
-    plus tvmonitor; None when ``json/{nyu,context}_classes.json`` are absent."""
+    plus tvmonitor; None when ``json/{nyu,context}_classes.json`` are absent.
+
+    Both files are JSON objects of class name → index in the official MTLoRA / ASTMT
+    repositories; the official loader iterates the NYUD file's keys and looks each name up in
+    the context file. A plain list of NYUD names is read the same way."""
     root = Path(root)
     nyu_path, ctx_path = root / NYU_CLASSES_JSON, root / CONTEXT_CLASSES_JSON
     if not (nyu_path.is_file() and ctx_path.is_file()):
@@ -217,8 +222,8 @@ def read_normals_valid_classes(root: str | Path) -> frozenset[int] | None:
     try:
         cls_nyu = json.loads(nyu_path.read_text())
         cls_context = json.loads(ctx_path.read_text())
-        if not isinstance(cls_nyu, list) or not isinstance(cls_context, dict):
-            raise ValueError("expected a JSON list of NYUD class names and a JSON object of context class: index")
+        if not isinstance(cls_nyu, (dict, list)) or not isinstance(cls_context, dict):
+            raise ValueError("expected JSON objects of class name: index (NYUD names may also be a list)")
         valid = {int(cls_context[c]) for c in cls_nyu if c in cls_context and c != "unknown"}
         if "tvmonitor" in cls_context:
             valid.add(int(cls_context["tvmonitor"]))
@@ -358,6 +363,12 @@ class PascalContextMT(Dataset):
             raise FileNotFoundError(f"PASCAL_MT root folder not found: {self.root}")
         self.ids = self._read_split()
         self.normals_valid_classes = read_normals_valid_classes(self.root) if "normals" in self.tasks else None
+        if "normals" in self.tasks and self.normals_valid_classes is None:
+            warnings.warn(
+                f"{self.root / NYU_CLASSES_JSON} and {self.root / CONTEXT_CLASSES_JSON} not found: normals are "
+                "supervised and scored on every pixel with a ground-truth normal, unlike the official protocol, "
+                "which keeps only the PASCAL-Context classes shared with NYUD (copy the two class lists from the "
+                "official PASCAL_MT release to follow it)", UserWarning, stacklevel=2)
         self._check_files()
 
     # -- construction helpers
