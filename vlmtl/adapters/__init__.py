@@ -8,6 +8,7 @@ from .inject import adapted_module_names, count_parameters, get_config, inject, 
 from .io import load_adapters, save_adapters
 from .layers import AdaptedMultiheadAttention, AdapterLayer, LoRALinear, MTLLoRALinear, MTLoRALinear
 from .merge import merge, merge_and_unload, unmerge
+from .peft_export import export_peft, export_peft_all
 from .routing import MultiTaskModel, TaskRouting, resolve_task_ids, use_tasks
 
 __all__ = [
@@ -34,4 +35,6 @@ __all__ = [
     "merge_and_unload",
     "save_adapters",
     "load_adapters",
+    "export_peft",
+    "export_peft_all",
 ]

@@ -1,0 +1,98 @@
+"""Any task of a vlmtl LoRA / MTL-LoRA model as a standard PEFT adapter: PEFT loads it onto
+the plain Hugging Face model and gives vlmtl's outputs for that task."""
+
+from __future__ import annotations
+
+import json
+
+import peft
+import pytest
+import torch
+
+from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, inject
+from vlmtl.adapters.peft_export import export_peft, export_peft_all
+from vlmtl.models import MultiTaskCLIP, tower_target_regex
+
+from ..conftest import make_hf_clip, make_open_clip
+
+TASKS = ["vqa", "retrieval", "caption"]
+
+
+def adapted_hf_clip(config) -> MultiTaskCLIP:
+    backbone = make_hf_clip(seed=5)
+    inject(backbone, config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # every task its own non-zero update
+        for p in backbone.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return MultiTaskCLIP(backbone.eval(), "hf", TASKS)
+
+
+@pytest.mark.parametrize("method", ["mtl_lora", "lora"])
+def test_peft_loads_each_exported_task_onto_the_plain_model(method, tmp_path, clip_inputs):
+    targets = tower_target_regex("hf")
+    config = (MTLLoRAConfig(tasks=TASKS, r=4, alpha=8, n_up=2, temperature=0.5, target_modules=targets)
+              if method == "mtl_lora" else LoRAConfig(tasks=TASKS, r=4, alpha=8, target_modules=targets))
+    clip = adapted_hf_clip(config)
+    images, tokens = clip_inputs
+    folders = export_peft_all(clip.backbone, tmp_path / "peft")
+    assert [f.name for f in folders] == TASKS
+    document = json.loads((folders[0] / "adapter_config.json").read_text())
+    assert document["peft_type"] == "LORA" and document["r"] == 4
+
+    plain = make_hf_clip(seed=5).eval()  # the same base weights, no vlmtl code
+    model = peft.PeftModel.from_pretrained(plain, str(folders[0]), adapter_name=TASKS[0])
+    for folder in folders[1:]:
+        model.load_adapter(str(folder), adapter_name=folder.name)
+    with torch.no_grad():
+        for task in TASKS:
+            model.set_adapter(task)
+            torch.testing.assert_close(model.get_image_features(pixel_values=images).pooler_output,
+                                       clip.encode_image(images, task_ids=task), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model.get_text_features(input_ids=tokens).pooler_output,
+                                       clip.encode_text(tokens, task_ids=task), atol=1e-5, rtol=1e-5)
+    if method == "mtl_lora":  # the tasks really differ, so the check above can fail
+        with torch.no_grad():
+            assert not torch.allclose(clip.encode_image(images, task_ids="vqa"),
+                                      clip.encode_image(images, task_ids="caption"), atol=1e-4)
+
+
+def test_unknown_task_and_open_clip_attention_are_refused(tmp_path):
+    clip = adapted_hf_clip(MTLLoRAConfig(tasks=TASKS, r=4, target_modules=tower_target_regex("hf")))
+    with pytest.raises(ValueError, match="unknown task 'ocr'"):
+        export_peft(clip.backbone, "ocr", tmp_path / "x")
+    open_clip_model = make_open_clip()
+    inject(open_clip_model, MTLLoRAConfig(tasks=TASKS, r=4, target_modules=tower_target_regex("open_clip")))
+    with pytest.raises(ValueError, match="PEFT has no LoRA on its fused in_proj"):
+        export_peft(open_clip_model, "vqa", tmp_path / "y")
+
+
+def test_peft_loads_an_exported_llava_decoder_task(tmp_path):
+    from vlmtl.models.llava import MultiTaskLlava, llava_target_regex
+    from vlmtl.models.llava_build import tiny_llava_for
+    from vlmtl.models.llava_text import LlavaWordTokenizer
+
+    tokenizer = LlavaWordTokenizer.build(["what color is the cube", "a red cube"])
+
+    def base():
+        torch.manual_seed(3)
+        return tiny_llava_for(tokenizer, image_size=32, patch_size=8, hidden=32, layers=2, heads=2).eval()
+
+    model = base()
+    config = MTLLoRAConfig(tasks=["vqa", "caption"], r=4, alpha=8, n_up=2, temperature=0.5,
+                           target_modules=llava_target_regex(model.config))
+    llava = MultiTaskLlava(model, tokenizer, config, train_projector=False)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    inputs = llava.encode(["what color is the cube"], "vqa")
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    exported = export_peft(model, "caption", tmp_path / "caption")
+    loaded = peft.PeftModel.from_pretrained(base(), str(exported))
+    with torch.no_grad():
+        expected = llava(pixels, inputs["input_ids"], attention_mask=inputs["attention_mask"], task_ids="caption")
+        got = loaded(pixel_values=pixels, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
