@@ -138,3 +138,16 @@ def test_failed_write_leaves_the_previous_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, crash)
     assert target.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [target]
+
+
+def test_folders_written_with_the_earlier_peft_style_names_still_load(tmp_path, clip_inputs):
+    from vlmtl.adapters.io import LEGACY_NAMES
+
+    model = trained(make_open_clip())
+    save_adapters(model, tmp_path)
+    for new, old in zip((CONFIG_NAME, WEIGHTS_NAME), LEGACY_NAMES):
+        (tmp_path / new).rename(tmp_path / old)  # as vlmtl 0.1 wrote them
+    loaded = load_adapters(make_open_clip(), tmp_path)
+    images, tokens = clip_inputs
+    with torch.no_grad(), use_tasks(model, "vqa"), use_tasks(loaded, "vqa"):
+        torch.testing.assert_close(loaded.encode_text(tokens), model.encode_text(tokens))

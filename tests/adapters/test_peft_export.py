@@ -96,3 +96,15 @@ def test_peft_loads_an_exported_llava_decoder_task(tmp_path):
         expected = llava(pixels, inputs["input_ids"], attention_mask=inputs["attention_mask"], task_ids="caption")
         got = loaded(pixel_values=pixels, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
     torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_vlmtl_folders_and_peft_folders_are_never_mistaken_for_each_other(tmp_path):
+    from vlmtl.adapters import load_adapters, save_adapters
+
+    clip = adapted_hf_clip(MTLLoRAConfig(tasks=TASKS, r=4, target_modules=tower_target_regex("hf")))
+    save_adapters(clip.backbone, tmp_path / "vlmtl")
+    with pytest.raises(ValueError, match="Can't find 'adapter_config.json'"):  # vlmtl's own file names
+        peft.PeftModel.from_pretrained(make_hf_clip(seed=5), str(tmp_path / "vlmtl"))
+    export_peft(clip.backbone, "vqa", tmp_path / "peft")
+    with pytest.raises(ValueError, match="is a PEFT adapter, not vlmtl's format"):
+        load_adapters(make_hf_clip(seed=5), tmp_path / "peft")

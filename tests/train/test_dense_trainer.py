@@ -48,7 +48,8 @@ def tiny_pascal(tmp_path_factory) -> Path:
 
 def run_tensors(out: Path) -> dict[str, torch.Tensor]:
     """Every tensor a dense run saved, under the model's names (backbone. / decoders.)."""
-    tensors = {f"backbone.{k}": v for k, v in load_file(str(out / "adapters" / "adapter_model.safetensors")).items()}
+    adapters = load_file(str(out / "adapters" / "vlmtl_adapter_model.safetensors"))
+    tensors = {f"backbone.{k}": v for k, v in adapters.items()}
     return {**tensors, **{f"decoders.{k}": v for k, v in load_file(str(out / "heads.safetensors")).items()}}
 
 
@@ -169,7 +170,7 @@ def test_three_step_training_writes_the_run_folder(tiny_pascal, tmp_path):
     assert [row["step"] for row in history] == [1, 2, 3]
     assert all(math.isfinite(row[t]) for row in history for t in TASKS)
     assert all(math.isfinite(v) for v in metrics["final_losses"].values())
-    for name in ("config.yaml", "training_curves.png", "adapters/adapter_config.json", "heads.safetensors"):
+    for name in ("config.yaml", "training_curves.png", "adapters/vlmtl_adapter_config.json", "heads.safetensors"):
         assert (out / name).is_file(), name
     weights = run_tensors(out)  # the core's adapter format for the backbone, the decoders beside it
     assert sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k) == \

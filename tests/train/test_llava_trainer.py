@@ -201,9 +201,9 @@ def test_train_vl_model_llava_end_to_end(synthetic_llava, tmp_path):
     assert per_type and per_type <= {"yes/no", "number", "other"}
     assert {"BLEU-4", "CIDEr"} == set(metrics["metrics"]["caption"])
     assert metrics["steps"] == 4
-    adapter_config = json.loads((out / "adapters" / "adapter_config.json").read_text())
+    adapter_config = json.loads((out / "adapters" / "vlmtl_adapter_config.json").read_text())
     assert adapter_config["method"] == "mtl_lora" and adapter_config["tasks"] == TASKS
-    saved = load_file(str(out / "adapters" / "adapter_model.safetensors"))
+    saved = load_file(str(out / "adapters" / "vlmtl_adapter_model.safetensors"))
     assert any("multi_modal_projector" in k for k in saved) and any(k.endswith(".B") for k in saved)
     assert not (out / "heads.safetensors").exists() and not (out / "answer_vocab.json").exists()
     assert "train mtl_lora" in result.stderr  # the progress bar
@@ -216,12 +216,12 @@ def test_llava_run_resumed_from_a_checkpoint_ends_with_the_same_adapters(synthet
     out = tmp_path / "run"
     cfg = llava_config(synthetic_llava, max_steps=4, save_every=2, keep_last=3, output=str(out), eval_max_samples=2)
     assert train_vl(cfg)["resumed_from"] is None
-    straight = load_file(str(out / "adapters" / "adapter_model.safetensors"))
+    straight = load_file(str(out / "adapters" / "vlmtl_adapter_model.safetensors"))
     middle = out / "checkpoints" / "checkpoint-00000002.pt"
     cfg.resume = str(middle)
     resumed = train_vl(cfg)
     assert resumed["resumed_from"] == str(middle) and resumed["steps"] == 4
-    again = load_file(str(out / "adapters" / "adapter_model.safetensors"))
+    again = load_file(str(out / "adapters" / "vlmtl_adapter_model.safetensors"))
     assert again.keys() == straight.keys()
     assert all(torch.equal(again[k], straight[k]) for k in straight)
 
@@ -255,7 +255,7 @@ def test_train_vl_reads_a_llava_hf_style_folder(synthetic_llava, tmp_path):
     assert int((batch["input_ids"] == tokenizer.image_token_id).sum(1)[0]) == model.llava.num_image_tokens
     document = train_vl(cfg)
     assert document["steps"] == 2 and set(document["metrics"]) == set(TASKS)
-    assert (tmp_path / "run" / "adapters" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "adapters" / "vlmtl_adapter_model.safetensors").is_file()
 
 
 def test_projector_only_run_saves_the_projector(synthetic_llava, tmp_path):

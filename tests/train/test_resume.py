@@ -75,7 +75,7 @@ def assert_killed_run_resumes_exactly(config: Path, tmp_path: Path, script: str,
 
 def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthetic_vl, tmp_path):
     assert_killed_run_resumes_exactly(tiny_yaml(synthetic_vl, tmp_path), tmp_path, "train_vl.py", 60,
-                                      ("adapters/adapter_model.safetensors", "heads.safetensors"))
+                                      ("adapters/vlmtl_adapter_model.safetensors", "heads.safetensors"))
 
 
 def test_killed_dense_run_resumes_to_the_same_weights(tmp_path):
@@ -94,7 +94,7 @@ def test_killed_dense_run_resumes_to_the_same_weights(tmp_path):
     config = tmp_path / "dense.yaml"
     config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "\n")
     assert_killed_run_resumes_exactly(config, tmp_path, "train_dense.py", 24,
-                                      ("adapters/adapter_model.safetensors", "heads.safetensors"))
+                                      ("adapters/vlmtl_adapter_model.safetensors", "heads.safetensors"))
 
 
 def test_checkpoint_from_another_config_is_refused(synthetic_vl, tmp_path):

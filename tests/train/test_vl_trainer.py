@@ -96,9 +96,9 @@ def test_train_vl_end_to_end_on_synthetic_data(synthetic_vl, tmp_path):
     assert {"i2t_R@1", "t2i_R@10", "rsum"} <= set(metrics["metrics"]["retrieval"])
     assert {"BLEU-4", "CIDEr"} <= set(metrics["metrics"]["caption"])
     assert metrics["steps"] == 3
-    adapter_config = json.loads((out / "adapters" / "adapter_config.json").read_text())
+    adapter_config = json.loads((out / "adapters" / "vlmtl_adapter_config.json").read_text())
     assert adapter_config["method"] == "mtl_lora" and adapter_config["tasks"] == ["vqa", "retrieval", "caption"]
-    assert load_file(str(out / "adapters" / "adapter_model.safetensors"))
+    assert load_file(str(out / "adapters" / "vlmtl_adapter_model.safetensors"))
     assert (out / "heads.safetensors").stat().st_size > 0 and (out / "answer_vocab.json").is_file()
     resolved = (out / "config.yaml").read_text()
     assert "max_steps: 3" in resolved and "seed: 1" in resolved

@@ -1,4 +1,9 @@
-"""Save and load adapters: ``adapter_config.json`` + ``adapter_model.safetensors``.
+"""Save and load adapters: ``vlmtl_adapter_config.json`` + ``vlmtl_adapter_model.safetensors``.
+
+The names are vlmtl's own, so a folder holding MTL-LoRA or MTLoRA is never mistaken for a
+PEFT adapter (PEFT reads ``adapter_config.json`` and says it cannot find it); a plain PEFT
+LoRA adapter of any task comes from ``export_peft``. Folders written with PEFT's names by
+earlier vlmtl versions are still read.
 
 The safetensors file holds every trainable tensor of the model (adapters, and whatever
 else was left trainable such as norms or heads) under its ``named_parameters`` name;
@@ -23,8 +28,9 @@ from .config import AdapterConfig
 from .inject import CONFIG_ATTR, adapted_module_names, get_config, inject
 from .layers import AdapterLayer
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "vlmtl_adapter_config.json"
+WEIGHTS_NAME = "vlmtl_adapter_model.safetensors"
+LEGACY_NAMES = ("adapter_config.json", "adapter_model.safetensors")  # vlmtl before 0.2 (PEFT's names)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -74,6 +80,11 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
     tasks (in order), layers and shapes."""
     path = Path(path)
     config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    legacy_config = path / LEGACY_NAMES[0]
+    if not config_file.is_file() and legacy_config.is_file():
+        if "peft_type" in json.loads(legacy_config.read_text()):
+            raise ValueError(f"{path} is a PEFT adapter, not vlmtl's format: load it with peft.PeftModel")
+        config_file, weights_file = legacy_config, path / LEGACY_NAMES[1]
     for file in (config_file, weights_file):
         if not file.is_file():
             raise FileNotFoundError(f"missing adapter file {file}")

@@ -1,7 +1,7 @@
 """A run's trained weights, in one layout for every path:
 
-- ``adapters/``: the adapter core's format (``save_adapters``: ``adapter_config.json`` +
-  ``adapter_model.safetensors``, every trainable tensor of the adapted module), when the
+- ``adapters/``: the adapter core's format (``save_adapters``: ``vlmtl_adapter_config.json`` +
+  ``vlmtl_adapter_model.safetensors``, every trainable tensor of the adapted module), when the
   method has adapters;
 - ``trainable.safetensors``: the adapted module's trainable tensors when it has no
   adapters (``heads_only`` with LLaVA's projector, ``full``);
