@@ -108,3 +108,29 @@ def test_vlmtl_folders_and_peft_folders_are_never_mistaken_for_each_other(tmp_pa
     export_peft(clip.backbone, "vqa", tmp_path / "peft")
     with pytest.raises(ValueError, match="is a PEFT adapter, not vlmtl's format"):
         load_adapters(make_hf_clip(seed=5), tmp_path / "peft")
+
+
+def test_a_peft_lora_adapter_starts_vlmtl_lora(tmp_path, clip_inputs):
+    from vlmtl.adapters import LoRALinear, get_config
+    from vlmtl.adapters.peft_export import import_peft
+
+    reference = peft.get_peft_model(make_hf_clip(seed=5), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"], lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    reference.save_pretrained(tmp_path / "peft")
+    model = import_peft(make_hf_clip(seed=5), tmp_path / "peft", tasks=["vqa", "caption"])
+    assert get_config(model).method == "lora" and get_config(model).tasks == ["vqa", "caption"]
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 3 * 2 * 2  # 3 targets x 2 layers x 2 towers
+    images, tokens = clip_inputs
+    with torch.no_grad():
+        reference.eval()
+        torch.testing.assert_close(model.eval().get_image_features(pixel_values=images).pooler_output,
+                                   reference.get_image_features(pixel_values=images).pooler_output,
+                                   atol=1e-5, rtol=1e-5)
+    document = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps({**document, "use_dora": True}))
+    with pytest.raises(ValueError, match="use_dora"):
+        import_peft(make_hf_clip(seed=5), tmp_path / "peft")

@@ -8,7 +8,7 @@ from .inject import adapted_module_names, count_parameters, get_config, inject, 
 from .io import load_adapters, save_adapters
 from .layers import AdaptedMultiheadAttention, AdapterLayer, LoRALinear, MTLLoRALinear, MTLoRALinear
 from .merge import merge, merge_and_unload, unmerge
-from .peft_export import export_peft, export_peft_all
+from .peft_export import export_peft, export_peft_all, import_peft
 from .routing import MultiTaskModel, TaskRouting, resolve_task_ids, use_tasks
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "load_adapters",
     "export_peft",
     "export_peft_all",
+    "import_peft",
 ]

@@ -1,4 +1,6 @@
-"""Any task of a LoRA or MTL-LoRA model as a standard PEFT LoRA adapter.
+"""PEFT interchange: any task of a LoRA or MTL-LoRA model as a standard PEFT LoRA adapter
+(``export_peft``), and a PEFT LoRA adapter as vlmtl's ``lora`` method to start from
+(``import_peft``).
 
 MTL-LoRA's update for task t, ΔW_t = (α/r)·B̃_t·Λ_t·A = U_t·A, has rank r, so it is exactly a
 LoRA: PEFT's ``lora_A`` is A and ``lora_B`` is U_t, with ``lora_alpha = r`` (scaling 1). A
@@ -19,10 +21,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .inject import CONFIG_ATTR
+from .config import LoRAConfig
+from .inject import CONFIG_ATTR, inject
 from .io import atomic_write
 from .layers import AdaptedMultiheadAttention, AdapterLayer, LoRALinear, MTLLoRALinear
 from .routing import task_index
@@ -96,3 +99,42 @@ def export_peft_all(model: nn.Module, path: str | Path, base_model_name_or_path:
     if config is None:
         raise ValueError("the model holds no vlmtl adapters (inject or load them first)")
     return [export_peft(model, t, Path(path) / t, base_model_name_or_path) for t in config.tasks]
+
+
+UNSUPPORTED_PEFT_OPTIONS = {"use_rslora": False, "use_dora": False, "fan_in_fan_out": False, "rank_pattern": {},
+                            "alpha_pattern": {}, "modules_to_save": None, "bias": "none"}
+
+
+def import_peft(model: nn.Module, path: str | Path, tasks: list[str] | None = None) -> nn.Module:
+    """Inject vlmtl's ``lora`` into ``model`` from a PEFT LoRA adapter folder (its
+    ``adapter_config.json`` and ``adapter_model.safetensors``) and load its weights: the same
+    update, now trainable as vlmtl's plain LoRA for ``tasks`` (default ``["default"]``).
+    PEFT options vlmtl's LoRA has no counterpart for are refused by name."""
+    path = Path(path)
+    config_file, weights_file = path / PEFT_CONFIG, path / PEFT_WEIGHTS
+    for file in (config_file, weights_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"missing PEFT adapter file {file}")
+    document = json.loads(config_file.read_text())
+    if document.get("peft_type") != "LORA":
+        raise ValueError(f"{config_file} is not a PEFT LoRA adapter (peft_type {document.get('peft_type')!r})")
+    odd = {k: document[k] for k, plain in UNSUPPORTED_PEFT_OPTIONS.items() if document.get(k) not in (plain, None)}
+    if odd:
+        raise ValueError(f"{config_file} uses PEFT options vlmtl's LoRA does not have: {odd}")
+    config = LoRAConfig(tasks=list(tasks or ["default"]), r=int(document["r"]), alpha=float(document["lora_alpha"]),
+                        dropout=float(document.get("lora_dropout") or 0.0), target_modules=document["target_modules"])
+    inject(model, config)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    tensors = load_file(str(weights_file))
+    seen = set()
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            module_name, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
+            if module_name not in layers or kind not in ("A.weight", "B.weight"):
+                raise ValueError(f"{weights_file}: {key} has no adapted linear in this model")
+            getattr(layers[module_name], kind[0]).copy_(tensor)
+            seen.add(module_name)
+    missing = sorted(set(layers) - seen)
+    if missing:
+        raise ValueError(f"{weights_file} has no weights for adapted layers {missing[:5]}")
+    return model
