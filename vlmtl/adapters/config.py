@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from .routing import task_index
 
+LAMBDA_TYPES = ("full", "diagonal")  # MTL-LoRA's task transform: r x r, or its diagonal
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attn", "c_fc", "c_proj"]
 
 
@@ -116,7 +117,7 @@ class MTLLoRAConfig(AdapterConfig):
             raise ValueError(f"n_up must be positive, got {self.n_up}")
         if float(self.temperature) <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.lambda_type not in ("full", "diagonal"):
+        if self.lambda_type not in LAMBDA_TYPES:
             raise ValueError(f"lambda_type must be 'full' or 'diagonal', got {self.lambda_type!r}")
 
 

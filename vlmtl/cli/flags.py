@@ -9,19 +9,20 @@ from typing import Any
 
 import yaml
 
+from vlmtl.adapters.config import LAMBDA_TYPES
 from vlmtl.data import STRATEGIES
+from vlmtl.data.mixed import ON_BAD_IMAGE
 from vlmtl.registry import VL_BACKBONES
-from vlmtl.train.config import TrainConfig
+from vlmtl.train.config import MIXED_PRECISION, TrainConfig
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "backbone": VL_BACKBONES,
     "sampling": STRATEGIES,
-    "mixed_precision": ("no", "fp16", "bf16"),
-    "lambda_type": ("full", "diagonal"),
-    "on_bad_image": ("raise", "skip"),
+    "mixed_precision": MIXED_PRECISION,
+    "lambda_type": LAMBDA_TYPES,
+    "on_bad_image": ON_BAD_IMAGE,
 }
 HELP: dict[str, str] = {
-    "tasks": "comma-separated task names",
     "model": "the backbone's model: 'default' (the embedded base), a name, local-dir:PATH or a folder",
     "pretrained": "open_clip pretrained tag or local checkpoint path; dense: a local Swin checkpoint",
     "data": "where the data comes from ('synthetic': generated once into --data-root or the cache dir)",

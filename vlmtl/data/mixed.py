@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 Transform = Callable[[Image.Image], torch.Tensor]
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
+ON_BAD_IMAGE = ("raise", "skip")  # stop naming the file, or drop and count the sample
+
 
 class MultiTaskDataset(Dataset):
     """Samples of several tasks; ``tasks`` fixes the task ids (default: the tasks present,
@@ -45,7 +47,7 @@ class MultiTaskDataset(Dataset):
         tasks: Sequence[str] | None = None,
         on_bad_image: str = "raise",
     ):
-        if on_bad_image not in ("raise", "skip"):
+        if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"on_bad_image must be 'raise' or 'skip', not {on_bad_image!r}")
         self.samples = list(samples)
         if tasks is None:

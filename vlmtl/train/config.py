@@ -20,6 +20,7 @@ from vlmtl.paths import configs_dir
 from vlmtl.registry import GENERATIVE_TASKS, VL_BACKBONES, VL_METHODS, VL_TASKS, check_tasks, resolve_method
 
 VL_DATA = ("synthetic", "jsonl", "vqav2_karpathy")
+MIXED_PRECISION = ("no", "fp16", "bf16")
 VQAV2_KEYS = ("train_questions", "train_annotations", "train_images", "val_questions", "val_annotations",
               "val_images")
 KARPATHY_KEYS = ("json", "image_dir")
@@ -115,8 +116,8 @@ class TrainConfig(YamlConfig):
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         self.loss_weights = dict(self.loss_weights or {})
 
     def total_steps(self, batches_per_epoch: int) -> int:

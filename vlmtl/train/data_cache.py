@@ -30,7 +30,7 @@ def cached_dataset(name: str, spec: dict[str, Any], write: Callable[[Path], None
     owned = root is None
     root = cache_dir() / name if owned else Path(root).expanduser()
     spec_file = root / SPEC_FILE
-    if spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
+    if _written_for(root, spec):
         return root
     if holds is not None and root.is_dir() and holds(root):
         return root
@@ -46,6 +46,12 @@ def cached_dataset(name: str, spec: dict[str, Any], write: Callable[[Path], None
         staging.rename(root)
     except OSError:  # another process put the same set in place first
         shutil.rmtree(staging, ignore_errors=True)
-        if not (spec_file.is_file() and json.loads(spec_file.read_text()) == spec):
+        if not _written_for(root, spec):
             raise
     return root
+
+
+def _written_for(root: Path, spec: dict[str, Any]) -> bool:
+    """Whether ``root`` holds a whole set written for ``spec`` (its spec file comes last)."""
+    spec_file = root / SPEC_FILE
+    return spec_file.is_file() and json.loads(spec_file.read_text()) == spec

@@ -27,7 +27,7 @@ from vlmtl.registry import IGNORE_INDEX
 from .data_cache import cached_dataset
 from .dense_config import SYNTHETIC, DenseTrainConfig
 from .dense_eval import evaluate_dense
-from .engine import Job, Trainer
+from .engine import Job, Trainer, throughput
 from .run_weights import load_run_weights, save_run_weights
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,6 @@ def train_dense(cfg: DenseTrainConfig) -> dict[str, Any]:
     autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
     logger.info("evaluating on %d validation images", len(val_set))
     evaluation = evaluate_dense(model, val_loader, trainer.device, cfg.single_task_baselines, autocast)
-    summary = trainer.summary()
     document = trainer.write_run({
         "method": cfg.method,
         "mtlora_plus": cfg.mtlora_plus,
@@ -148,7 +147,7 @@ def train_dense(cfg: DenseTrainConfig) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "total_parameters": total,
         "parameter_groups": groups,
-        "train_images_per_s": summary["train_samples_per_s"],
+        "train_images_per_s": throughput(trainer.progress.step_times),  # the name compare_dense.py reads
         "final_losses": _final_losses(trainer.progress.history),
     }, title=title)
     for task, values in evaluation["metrics"].items():

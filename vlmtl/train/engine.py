@@ -87,7 +87,7 @@ class NonFiniteGuard:
 
 def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer, scheduler,
                  grad_clip: float | None) -> bool:
-    """The one optimizer update of both trainers: zero the gradients, skip a non-finite loss
+    """The engine's optimizer update: zero the gradients, skip a non-finite loss
     (``guard`` counts it and may stop the run), backward, clip, then step the optimizer and
     the schedule. Returns False for a skipped step."""
     optimizer.zero_grad(set_to_none=True)
@@ -221,7 +221,7 @@ class Trainer:
                 losses = job.step(model, batch)
                 loss = sum(cfg.loss_weight(t) * value for t, value in losses.items())
                 if not apply_update(loss, losses, guard, self.accelerator, model, optimizer, scheduler,
-                                         cfg.grad_clip):
+                                    cfg.grad_clip):
                     continue
                 synchronize(device)
                 progress.step_times.append((time.perf_counter() - began, size))
