@@ -29,6 +29,7 @@ from safetensors.torch import save_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from vlmtl.adapters.io import atomic_write  # noqa: E402
+from vlmtl.cli.logs import configure_logging
 from vlmtl.cli.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.data import ImageTransform, MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset  # noqa: E402
 from vlmtl.models import MultiTaskCLIP, WordTokenizer  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     start = time.time()
     trainer = Trainer(pretrain_config(args, "retrieval"))
     samples = pretrain_samples(args, IMAGE_SIZE)

@@ -29,6 +29,7 @@ import transformers  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import CLIPImageProcessor  # noqa: E402
 
+from vlmtl.cli.logs import configure_logging
 from vlmtl.cli.pretraining import pretrain_config, pretrain_parser, pretrain_samples, write_card  # noqa: E402
 from vlmtl.data import MultiTaskBatchSampler, MultiTaskDataset  # noqa: E402
 from vlmtl.models.clip import HFImageTransform  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vision-layers", type=int, default=4, dest="vision_layers")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     start = time.time()
     trainer = Trainer(pretrain_config(args, "caption"))
     samples = pretrain_samples(args, IMAGE_SIZE)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from vlmtl.adapters import count_parameters
 from vlmtl.cli.flags import config_parser, parse_config
+from vlmtl.cli.logs import configure_logging
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS
 from vlmtl.train.dense_config import DenseTrainConfig
 
@@ -49,7 +49,7 @@ def describe(cfg: DenseTrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     cfg, only_describe = parse_args(argv)
     if only_describe:
         describe(cfg)

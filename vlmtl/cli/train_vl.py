@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from vlmtl.cli.flags import config_parser, parse_config
+from vlmtl.cli.logs import configure_logging
 from vlmtl.registry import VL_METHODS, VL_TASKS
 from vlmtl.train.config import VLTrainConfig
 
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> VLTrainConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     cfg = parse_args(argv)
     from vlmtl.train import train_vl
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmtl import distributed
 from vlmtl.registry import IGNORE_INDEX
 
 LOSS_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0}
@@ -97,20 +98,21 @@ def balanced_bce_loss(pred: torch.Tensor, target: torch.Tensor, ignore_index: in
     """HED-style class-balanced BCE on logits: positives (label ≥ 0.5) weighted by the
     negative fraction w, negatives by 1 − w, summed and divided by the valid pixel count
     (the pixel count when nothing is ignored, as the official code). Pixels equal to
-    ``ignore_index`` are left out."""
+    ``ignore_index`` are left out. Under data parallelism w is the global batch's negative
+    fraction (one all-reduce), so the ranks together compute one process's loss."""
     if target.dim() == pred.dim() - 1:
         target = target.unsqueeze(1)
     if target.shape != pred.shape:
         raise ValueError(f"saliency prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     valid = target != ignore_index
-    n_valid = valid.sum()
+    labels = (target >= 0.5).float() * valid
+    n_valid, n_pos = valid.sum(), labels.sum()
+    global_valid, global_pos = distributed.all_reduce_sum(torch.stack([n_valid.double(), n_pos.double()]))
     if int(n_valid) == 0:
         return _zero_like(pred)
     logits = pred.float()
-    labels = (target >= 0.5).float() * valid
     per_pixel = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * valid
-    n_pos = labels.sum()
-    w = (n_valid - n_pos) / n_valid
+    w = ((global_valid - global_pos) / global_valid).float()
     loss_pos = (per_pixel * labels).sum()
     loss_neg = (per_pixel * (valid.float() - labels)).sum()
     return (w * loss_pos + (1 - w) * loss_neg) / n_valid
@@ -135,6 +137,12 @@ TASK_LOSSES = {
     "saliency": balanced_bce_loss,
     "normals": normals_l1_loss,
 }
+
+
+def loss_units(task: str, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> int:
+    """How many units the task's loss averages over: its non-ignored label values (pixels;
+    normals: values of the 3 channels)."""
+    return int((target != ignore_index).sum())
 
 
 def dense_task_loss(task: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,3 +28,10 @@ def per_task_lm_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: tor
         if bool(tokens.any()):
             losses[task] = token_loss[tokens].mean()
     return losses
+
+
+def per_task_token_counts(labels: torch.Tensor, task_ids: torch.Tensor, tasks: Sequence[str]) -> dict[str, int]:
+    """How many labelled tokens each task's loss of :func:`per_task_lm_losses` averages over."""
+    counted = labels[:, 1:] != LM_IGNORE_INDEX
+    task_ids = task_ids.to(labels.device)
+    return {task: int((counted & (task_ids == index)[:, None]).sum()) for index, task in enumerate(tasks)}

@@ -60,6 +60,10 @@ class ConfusionMatrix:
         counts = torch.bincount(target * c + pred, minlength=c * c)
         self.matrix += counts.reshape(c, c).cpu()
 
+    def merge(self, other: ConfusionMatrix) -> None:
+        """Add ``other``'s counts (e.g. another rank's part of the data set)."""
+        self.matrix += other.matrix
+
     def per_class_iou(self) -> list[float]:
         """IoU per class in percent; NaN for a class absent from both target and prediction."""
         m = self.matrix.double()
@@ -154,6 +158,15 @@ class SaliencyMeter:
         self._image_precisions.append((inter / (predicted_count + 1e-12)).t().cpu())
         self._image_recalls.append((inter / (salient_count + 1e-12)).t().cpu())
 
+    def merge(self, other: SaliencyMeter) -> None:
+        """Add ``other``'s images (e.g. another rank's part of the data set)."""
+        self.true_positives += other.true_positives
+        self.predicted_positives += other.predicted_positives
+        self.actual_positives += other.actual_positives
+        self._image_ious += other._image_ious
+        self._image_precisions += other._image_precisions
+        self._image_recalls += other._image_recalls
+
     def max_f(self) -> float:
         """Best F1 of the image-averaged precision and recall over thresholds, in percent."""
         if not self._image_ious:
@@ -211,6 +224,12 @@ class NormalsMeter:
         self._sum += float(angle.sum())
         self._sum_sq += float((angle**2).sum())
         self._count += int(angle.numel())
+
+    def merge(self, other: NormalsMeter) -> None:
+        """Add ``other``'s pixels (e.g. another rank's part of the data set)."""
+        self._sum += other._sum
+        self._sum_sq += other._sum_sq
+        self._count += other._count
 
     def mean_angle(self) -> float:
         """Mean angular error in degrees over all valid pixels seen."""

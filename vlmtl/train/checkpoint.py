@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlmtl import distributed
 from vlmtl.adapters.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,16 @@ def find_resume_checkpoint(resume: str, folder: Path) -> Path | None:
     return path
 
 
+def own_rng_state(saved: dict[str, Any] | list[dict[str, Any]], source: Path) -> dict[str, Any]:
+    """This rank's RNG state from a checkpoint (a list of them when several ranks wrote it).
+    Resuming with another number of processes would change every batch: refused."""
+    written_by = len(saved) if isinstance(saved, list) else 1
+    if written_by != distributed.world_size():
+        raise ValueError(f"checkpoint {source} comes from a run of {written_by} process(es); resume it with as many "
+                         f"(this run has {distributed.world_size()}), or start over with --resume never")
+    return saved[distributed.rank()] if isinstance(saved, list) else saved
+
+
 def training_state(config: dict[str, Any], model: nn.Module, optimizer, scheduler, scaler, sampler,
                    progress: Progress) -> dict[str, Any]:
     """The checkpoint document shared by the trainers (they may add keys)."""
@@ -179,6 +190,7 @@ def restore_training_state(path: Path, config: dict[str, Any], model: nn.Module,
     """Load ``path`` into everything :func:`training_state` saved; returns the document."""
     state = load_checkpoint(path)
     check_same_config(state["config"], config, path)
+    rng = own_rng_state(state["rng"], path)
     load_trainable_state(model, state["model"], path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -188,6 +200,6 @@ def restore_training_state(path: Path, config: dict[str, Any], model: nn.Module,
     for key, value in state["progress"].items():
         setattr(progress, key, value)
     progress.step_times = [tuple(x) for x in progress.step_times]
-    set_rng_state(state["rng"])
+    set_rng_state(rng)
     logger.info("resumed from %s at step %d", path, progress.step)
     return state

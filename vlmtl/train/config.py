@@ -88,7 +88,7 @@ class TrainConfig(YamlConfig):
     # optimisation: AdamW, linear warm-up then cosine, gradient clipping
     max_steps: int | None = 500  # None: `epochs` passes over the training set
     epochs: int | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # per process: the global batch is batch_size × processes
     lr: float | None = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
@@ -165,6 +165,9 @@ class VLTrainConfig(TrainConfig):
     sampling_temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"vqa": 1.0, "retrieval": 1.0, "caption": 1.0})
     # heads and evaluation
+    head_dropout: float = 0.1  # the vqa classifier's and the caption decoder's dropout
+    local_loss: bool = False  # retrieval under data parallelism: each rank's pairs against all (open_clip's)
+    gather_with_grad: bool = True  # ... and the gradient through the gathered embeddings (exact)
     answer_top_k: int = 3129
     caption_layers: int = 2
     caption_heads: int = 4

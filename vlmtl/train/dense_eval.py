@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtl import distributed
 from vlmtl.metrics.dense import LOWER_IS_BETTER, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 from vlmtl.registry import DENSE_TASKS, IGNORE_INDEX
 
@@ -68,6 +69,14 @@ class DenseMeters:
             else:
                 self.normals.update(out, batch["normals"].cpu().float(), batch["normals_mask"].cpu().bool())
 
+    def merge(self, other: DenseMeters) -> None:
+        """Add ``other``'s accumulated data (another rank's part of the data set)."""
+        self.semseg.merge(other.semseg)
+        self.parts.merge(other.parts)
+        self.saliency.merge(other.saliency)
+        self.normals.merge(other.normals)
+        self.part_images += other.part_images
+
     def compute(self) -> dict[str, dict[str, float]]:
         """``{"semseg": {"mIoU"}, "human_parts": {"mIoU"}, "saliency": {"maxF", "Beta maxF", "mIoU"},
         "normals": {"mean_angle"}}`` for the tasks evaluated (percent; angles in degrees)."""
@@ -113,6 +122,10 @@ def evaluate_dense(
 ) -> dict[str, Any]:
     """Run ``model`` (``forward(images) -> {task: map}``) over ``loader`` in eval mode.
 
+    Under data parallelism each rank passes a loader over its part of the data set
+    (:func:`vlmtl.distributed.shard_bounds`); the ranks' meters are merged, so every rank
+    returns the metrics of the whole set (inference speed stays this rank's).
+
     Returns ``{"metrics", "headline", "delta_m", "single_task_baselines", "images",
     "human_parts_images", "inference_images_per_s"}``. Inference speed counts the model's
     forward passes only (no data loading or metric work), after one warm-up batch when
@@ -134,9 +147,13 @@ def evaluate_dense(
             meters.update(outputs, batch)
     finally:
         model.train(was_training)
-    if not timings:
+    parts = distributed.gather_objects((meters, sum(n for _, n in timings)))
+    meters = parts[0][0]
+    for other, _ in parts[1:]:
+        meters.merge(other)
+    images = sum(n for _, n in parts)
+    if not images:
         raise ValueError("the evaluation loader yielded no images")
-    images = sum(n for _, n in timings)
     timed = timings[1:] if len(timings) > 1 else timings  # the first batch is warm-up
     seconds = sum(t for t, _ in timed)
     metrics = meters.compute()

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from vlmtl import distributed
 from vlmtl.adapters import count_parameters
 from vlmtl.data import MultiTaskBatchSampler, PascalContextMT, write_synthetic_pascal
-from vlmtl.heads.dense import MultiTaskDenseLoss
+from vlmtl.heads.dense import MultiTaskDenseLoss, loss_units
 from vlmtl.models.swin_mtlora import MultiTaskSwin, create_multitask_swin
 from vlmtl.registry import IGNORE_INDEX
 
@@ -125,13 +126,18 @@ def train_dense(cfg: DenseTrainConfig) -> dict[str, Any]:
     def step(m: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         return criterion(m(batch["image"]), loss_targets(batch, cfg.tasks))[1]
 
+    def loss_counts(batch: dict) -> dict[str, float]:
+        return {t: loss_units(t, target) for t, target in loss_targets(batch, cfg.tasks).items()}
+
     title = f"{cfg.method}{'+' if cfg.mtlora_plus else ''}: {', '.join(cfg.tasks)}"
     job = Job(model=model, loader=loader, step=step, param_groups=optimizer_groups(model, cfg.weight_decay),
-              batch_size=lambda batch: int(batch["image"].shape[0]), on_epoch=train_set.set_epoch, title=title)
+              batch_size=lambda batch: int(batch["image"].shape[0]), on_epoch=train_set.set_epoch, title=title,
+              loss_counts=loss_counts)
     model = trainer.fit(job)
     if trainer.is_main:
         save_run_weights(trainer.out, model.backbone, model.decoders)
-    val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False,
+    own_part = Subset(val_set, range(*distributed.shard_bounds(len(val_set))))  # each rank its part
+    val_loader = DataLoader(own_part, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                             num_workers=cfg.workers, collate_fn=collate_dense)
     autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
     logger.info("evaluating on %d validation images", len(val_set))

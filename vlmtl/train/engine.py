@@ -6,6 +6,12 @@ engine owns the rest: AdamW with one warm-up + cosine schedule, loss weighting, 
 clipping, the non-finite guard, atomic checkpoints with exact resume, the progress bar,
 throughput, and the run folder (``config.yaml``, ``train_log.jsonl``, ``metrics.json``,
 ``training_curves.png``).
+
+Launched as N processes (``accelerate launch``, ``torchrun``), it trains data-parallel with the
+results of one process whose batch is the N ranks' batches together (see
+:func:`global_batch_loss` and :mod:`vlmtl.distributed`): the sampler is sharded by rank,
+BatchNorm statistics are the global batch's, checkpoints are written once by rank 0 (with
+every rank's RNG state) and every rank resumes from the file rank 0 picks.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vlmtl import distributed
 from vlmtl.adapters.io import atomic_write
 
 from . import checkpoint as ckpt
@@ -47,7 +54,10 @@ class Job:
     ``step(model, batch)`` returns the per-task losses of one batch (tasks absent from it
     left out) and is called with the prepared model; ``batch_size(batch)`` counts its
     samples (0 skips the batch); ``on_epoch(epoch)`` runs before each epoch (e.g. the
-    augmentation draws). ``param_groups`` default to every trainable parameter at ``lr``."""
+    augmentation draws). ``param_groups`` default to every trainable parameter at ``lr``.
+    ``loss_counts(batch)`` says how many units (samples, tokens, pixels) each task's loss
+    averages over in the batch (default: the batch's samples); data parallelism weights each
+    rank's loss by its share of the global count (:func:`global_batch_loss`)."""
 
     model: nn.Module
     loader: DataLoader
@@ -56,6 +66,7 @@ class Job:
     batch_size: Callable[[dict], int] = lambda batch: int(batch["size"])
     on_epoch: Callable[[int], None] | None = None
     title: str = ""
+    loss_counts: Callable[[dict], dict[str, float]] | None = None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,15 +79,14 @@ class NonFiniteGuard:
     def __init__(self, progress: Progress, limit: int) -> None:
         self.progress, self.limit, self.in_a_row = progress, limit, 0
 
-    def finite(self, loss, losses: dict) -> bool:
-        if bool(loss.isfinite()):
+    def finite(self, loss: float, losses: dict[str, float]) -> bool:
+        if math.isfinite(loss):
             self.in_a_row = 0
             return True
         self.progress.nonfinite_skipped += 1
         self.in_a_row += 1
         step = self.progress.step + 1
-        logger.warning("step %d: non-finite loss %s (%s); step skipped", step, loss.item(),
-                       {t: v.item() for t, v in losses.items()})
+        logger.warning("step %d: non-finite loss %s (%s); step skipped", step, loss, losses)
         if self.in_a_row >= self.limit:
             raise NonFiniteLossError(
                 f"{self.in_a_row} non-finite losses in a row at step {step}: stopping. "
@@ -85,13 +95,14 @@ class NonFiniteGuard:
         return False
 
 
-def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer, scheduler,
-                 grad_clip: float | None) -> bool:
+def apply_update(loss, reported: float, losses: dict, guard: NonFiniteGuard, accelerator, model, optimizer,
+                 scheduler, grad_clip: float | None) -> bool:
     """The engine's optimizer update: zero the gradients, skip a non-finite loss
-    (``guard`` counts it and may stop the run), backward, clip, then step the optimizer and
-    the schedule. Returns False for a skipped step."""
+    (``reported``, the global batch's, so every rank decides alike; ``guard`` counts it and
+    may stop the run), backward ``loss``, clip, then step the optimizer and the schedule.
+    Returns False for a skipped step."""
     optimizer.zero_grad(set_to_none=True)
-    if not guard.finite(loss, losses):
+    if not guard.finite(reported, losses):
         return False
     accelerator.backward(loss)
     if grad_clip:
@@ -99,6 +110,39 @@ def apply_update(loss, losses: dict, guard: NonFiniteGuard, accelerator, model, 
     optimizer.step()
     scheduler.step()
     return True
+
+
+def global_batch_loss(losses: Losses, counts: dict[str, float], weight: Callable[[str], float],
+                      tasks: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss this rank back-propagates, and each task's loss over the global batch.
+
+    Each task's loss is a mean over ``counts[task]`` units of this rank's batch. DDP averages
+    the ranks' gradients, so this rank's term is scaled by ``world · count / global count``:
+    the average is then the gradient of the mean over the whole global batch, exactly what one
+    process computes, and a rank that holds no sample of a task neither crashes (the task's
+    parameters are found unused) nor dilutes the others' gradient. One all-reduce of
+    ``2 × len(tasks)`` numbers per step. In one process: ``Σ weight(t) · loss_t``."""
+    unknown = sorted(set(losses) - set(tasks))
+    if unknown:
+        raise ValueError(f"the step returned losses for {unknown}, which are not among the run's tasks {tasks}")
+    local = torch.zeros(2 * len(tasks), dtype=torch.float64)
+    for i, task in enumerate(tasks):
+        if task in losses:
+            local[i] = float(counts[task])
+            local[len(tasks) + i] = losses[task].detach().double().cpu() * local[i]
+    total = distributed.all_reduce_sum(local)
+    world = distributed.world_size()
+    backward, logged = None, {}
+    for i, task in enumerate(tasks):
+        if total[i] <= 0:
+            continue
+        logged[task] = float(total[len(tasks) + i] / total[i])
+        if task in losses:
+            term = weight(task) * losses[task] * float(world * local[i] / total[i])
+            backward = term if backward is None else backward + term
+    if backward is None:
+        raise ValueError("no task has a loss in this batch (did the step return an empty dict?)")
+    return backward, logged
 
 
 def cosine_with_warmup(total: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -159,7 +203,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.started = time.time()
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        # find_unused_parameters: a rank whose batch lacks a task leaves that task's head and
+        # routed adapter weights without a gradient (see global_batch_loss). cpu=True on a
+        # machine without CUDA makes torchrun/accelerate ranks use gloo (accelerate otherwise
+        # runs each as a lone process).
+        multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, cpu=multi_process and not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         if cfg.threads is not None:
             torch.set_num_threads(cpu_threads(cfg.workers, cfg.threads))
         set_seed(cfg.seed)
@@ -177,10 +228,18 @@ class Trainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
+    @property
+    def world_size(self) -> int:
+        return self.accelerator.num_processes
+
     def fit(self, job: Job) -> nn.Module:
         """Train ``job.model`` to the configured number of steps; returns the unwrapped model."""
         cfg = self.cfg
         sampler = job.loader.batch_sampler
+        sampler.shard(self.world_size, self.accelerator.process_index)
+        if self.world_size > 1:
+            self._check_distributed_setup()
+            distributed.synchronise_batchnorm(job.model)
         total = cfg.total_steps(len(sampler))
         groups = job.param_groups or [{"params": [p for p in job.model.parameters() if p.requires_grad]}]
         groups = [g for g in groups if g["params"]]
@@ -188,12 +247,22 @@ class Trainer:
             raise ValueError(f"nothing to train: method {cfg.method!r} leaves every parameter frozen")
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, cfg.warmup_ratio))
-        model, optimizer, scheduler = self.accelerator.prepare(job.model, optimizer, scheduler)
+        # The schedule stays unprepared: accelerate's wrapper steps it once per process, as if
+        # each rank's loader were a shard of one epoch; here every rank takes every step.
+        model, optimizer = self.accelerator.prepare(job.model, optimizer)
         self._resume(model, optimizer, scheduler, sampler)
+        if self.world_size > 1 and self.resumed_from is None:
+            set_seed(cfg.seed, device_specific=True)  # each rank its own dropout masks
         if self.is_main:
             cfg.save(self.out / "config.yaml")
         self._loop(job, model, optimizer, scheduler, sampler, total)
         return self.accelerator.unwrap_model(model)
+
+    def _check_distributed_setup(self) -> None:
+        kind = self.accelerator.distributed_type
+        if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED) and self.cfg.save_every:
+            raise ValueError(f"resumable checkpoints are written from whole (unsharded) tensors; under {kind.value} "
+                             "they are not supported yet: pass --save-every 0, or train with DDP")
 
     def _loop(self, job: Job, model, optimizer, scheduler, sampler, total: int) -> None:
         cfg, progress, device = self.cfg, self.progress, self.device
@@ -219,24 +288,23 @@ class Trainer:
                 synchronize(device)
                 began = time.perf_counter()
                 losses = job.step(model, batch)
-                loss = sum(cfg.loss_weight(t) * value for t, value in losses.items())
-                if not apply_update(loss, losses, guard, self.accelerator, model, optimizer, scheduler,
+                counts = job.loss_counts(batch) if job.loss_counts else dict.fromkeys(losses, size)
+                loss, logged = global_batch_loss(losses, counts, cfg.loss_weight, list(cfg.tasks))
+                reported = sum(cfg.loss_weight(t) * value for t, value in logged.items())
+                if not apply_update(loss, reported, logged, guard, self.accelerator, model, optimizer, scheduler,
                                     cfg.grad_clip):
                     continue
                 synchronize(device)
                 progress.step_times.append((time.perf_counter() - began, size))
                 progress.step += 1
-                row = {"step": progress.step, "lr": scheduler.get_last_lr()[0],
-                       **{t: v.item() for t, v in losses.items()}}
+                row = {"step": progress.step, "lr": scheduler.get_last_lr()[0], **logged}
                 progress.history.append(row)
-                interval_losses.append(loss.item())
+                interval_losses.append(reported)
                 bar.update(1)
                 if progress.step % cfg.log_every == 0 or progress.step == total:
-                    bar.set_postfix({t: f"{row[t]:.3f}" for t in losses})
+                    bar.set_postfix({t: f"{row[t]:.3f}" for t in logged})
                 if cfg.save_every and (progress.step % cfg.save_every == 0 or progress.step == total):
-                    if self.is_main:
-                        self._save(model, optimizer, scheduler, sampler,
-                                   score=sum(interval_losses) / len(interval_losses))
+                    self._save(model, optimizer, scheduler, sampler, score=sum(interval_losses) / len(interval_losses))
                     interval_losses = []
                 if progress.step >= total:
                     break
@@ -246,13 +314,21 @@ class Trainer:
         bar.close()
 
     def _save(self, model, optimizer, scheduler, sampler, score: float) -> None:
-        state = ckpt.training_state(self.cfg.to_dict(), self.accelerator.unwrap_model(model), optimizer, scheduler,
-                                    self.accelerator.scaler, sampler, self.progress)
-        ckpt.save_checkpoint(self.checkpoint_dir, self.progress.step, state, score, self.cfg.keep_last)
+        """Called on every rank (each gives its RNG state); rank 0 writes the one file."""
+        rng = distributed.gather_objects(ckpt.rng_state())
+        if self.is_main:
+            state = ckpt.training_state(self.cfg.to_dict(), self.accelerator.unwrap_model(model), optimizer,
+                                        scheduler, self.accelerator.scaler, sampler, self.progress)
+            state["rng"] = rng if self.world_size > 1 else rng[0]
+            ckpt.save_checkpoint(self.checkpoint_dir, self.progress.step, state, score, self.cfg.keep_last)
+        distributed.barrier()  # no rank goes on before the checkpoint is whole
 
     def _resume(self, model, optimizer, scheduler, sampler) -> None:
-        ckpt.discard_partial_writes(self.checkpoint_dir)  # only this run writes there
-        path = ckpt.find_resume_checkpoint(self.cfg.resume, self.checkpoint_dir)
+        path = None
+        if self.is_main:  # only this run writes there; rank 0 picks the file every rank reads
+            ckpt.discard_partial_writes(self.checkpoint_dir)
+            path = ckpt.find_resume_checkpoint(self.cfg.resume, self.checkpoint_dir)
+        path = distributed.broadcast_object(path)
         if path is not None:
             ckpt.restore_training_state(path, self.cfg.to_dict(), self.accelerator.unwrap_model(model), optimizer,
                                         scheduler, self.accelerator.scaler, sampler, self.progress)

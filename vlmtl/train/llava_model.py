@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlmtl.heads.lm_loss import per_task_lm_losses
+from vlmtl.heads.lm_loss import per_task_lm_losses, per_task_token_counts
 from vlmtl.models.llava import MultiTaskLlava
 from vlmtl.registry import GENERATIVE_TASKS
 
@@ -42,6 +42,10 @@ class VLLlavaModel(nn.Module):
     def collator(self, answers=None, with_targets: bool = True) -> LlavaCollator:
         """``answers`` is accepted for the trainer's one call shape; generation needs no vocabulary."""
         return LlavaCollator(self.llava.tokenizer, self.llava.num_image_tokens, self.llava.prompts, with_targets)
+
+    def loss_counts(self, batch: dict) -> dict[str, float]:
+        """Each task's labelled tokens in ``batch`` (what its loss averages over)."""
+        return per_task_token_counts(batch["labels"], batch["task_ids"], self.tasks)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         output = self.llava(batch["pixel_values"], batch["input_ids"], attention_mask=batch["attention_mask"],

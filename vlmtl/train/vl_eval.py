@@ -2,7 +2,11 @@
 
 CLIP models answer vqa with their classifier head and caption with their decoder head; a
 LLaVA generates both (greedy or beam search), its vqa answers scored like any other
-answer string (official normalisation, leave-one-out accuracy)."""
+answer string (official normalisation, leave-one-out accuracy).
+
+Under data parallelism each rank encodes or generates for its contiguous part of the samples
+(:func:`vlmtl.distributed.shard`) and the parts are gathered in order, so every rank scores
+the whole split and reports the same numbers as one process."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from vlmtl import distributed
 from vlmtl.data import AnswerVocab, MultiTaskCollator, MultiTaskDataset, Sample
 from vlmtl.metrics import accuracy_by_answer_type, bleu4, cider, recall_at_k, vqa_accuracy
 
@@ -33,12 +38,15 @@ def evaluate_retrieval(model: VLMultiTaskModel, samples: Sequence[Sample], trans
     for s in samples:
         first_of_image.setdefault(s.image_id, s)
     image_row = {image_id: i for i, image_id in enumerate(first_of_image)}
-    image_embs = [clip.encode_image(b["images"].to(device), task_ids="retrieval", normalize=True)
-                  for b in _loader(list(first_of_image.values()), transform, clip.tokenizer, batch_size, workers)]
-    text_embs = [clip.encode_text(b["text_tokens"].to(device), task_ids="retrieval", normalize=True)
-                 for b in _loader(samples, transform, clip.tokenizer, batch_size, workers)]
+    images = distributed.shard(list(first_of_image.values()))
+    texts = distributed.shard(samples)
+    image_embs = [clip.encode_image(b["images"].to(device), task_ids="retrieval", normalize=True).cpu()
+                  for b in _loader(images, transform, clip.tokenizer, batch_size, workers)] if images else []
+    text_embs = [clip.encode_text(b["text_tokens"].to(device), task_ids="retrieval", normalize=True).cpu()
+                 for b in _loader(texts, transform, clip.tokenizer, batch_size, workers)] if texts else []
+    image_embs, text_embs = distributed.gather_shards(image_embs), distributed.gather_shards(text_embs)
     similarity = torch.cat(image_embs) @ torch.cat(text_embs).T
-    return recall_at_k(similarity.cpu(), [image_row[s.image_id] for s in samples])
+    return recall_at_k(similarity, [image_row[s.image_id] for s in samples])
 
 
 @torch.no_grad()
@@ -48,12 +56,14 @@ def evaluate_vqa(model: VLMultiTaskModel, samples: Sequence[Sample], transform, 
     overall and per answer type."""
     clip, head = model.clip, model.heads["vqa"]
     scores = []
-    for batch in _loader(samples, transform, clip.tokenizer, batch_size, workers):
+    own = distributed.shard(samples)
+    for batch in _loader(own, transform, clip.tokenizer, batch_size, workers) if own else []:
         image_emb = clip.encode_image(batch["images"].to(device), task_ids="vqa")
         text_emb = clip.encode_text(batch["text_tokens"].to(device), task_ids="vqa")
         predictions = head.predict(head(image_emb, text_emb)).tolist()
         for index, truth in zip(predictions, batch["vqa_answers"]):
             scores.append(vqa_accuracy(answers.decode(index), truth))
+    scores = distributed.gather_shards(scores)
     return accuracy_by_answer_type(scores, [s.answer_type for s in samples])  # the loader keeps their order
 
 
@@ -64,14 +74,16 @@ def evaluate_caption(model: VLMultiTaskModel, samples: Sequence[Sample], transfo
     """Generate one caption per distinct image; BLEU-4 and CIDEr-D against all its references."""
     clip, decoder = model.clip, model.heads["caption"]
     per_image, references = _one_sample_per_image(samples)
-    candidates: dict[str, str] = {}
-    for batch in _loader(per_image, transform, clip.tokenizer, batch_size, workers):
+    own = distributed.shard(per_image)
+    generated_captions: list[tuple[str, str]] = []
+    for batch in _loader(own, transform, clip.tokenizer, batch_size, workers) if own else []:
         _, tokens = clip.encode_image(batch["images"].to(device), task_ids="caption", return_tokens=True)
         generated = decoder.generate(tokens, num_beams=num_beams)
         for image_id, ids in zip(batch["image_ids"], generated.tolist()):
-            candidates[image_id] = decode_tokens(clip.tokenizer, ids)
+            generated_captions.append((image_id, decode_tokens(clip.tokenizer, ids)))
             if on_prediction is not None:
-                on_prediction(image_id, candidates[image_id])
+                on_prediction(*generated_captions[-1])
+    candidates = dict(distributed.gather_shards(generated_captions))
     return {"BLEU-4": 100.0 * bleu4(candidates, references), "CIDEr": 100.0 * cider(candidates, references)}
 
 
@@ -98,11 +110,11 @@ def evaluate_llava(model: VLLlavaModel, samples: Sequence[Sample], task: str, nu
     llava = model.llava
     if task == "caption":
         samples, references = _one_sample_per_image(samples)
-    dataset = MultiTaskDataset(samples, model.preprocess, tasks=[task])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=model.collator(with_targets=False))
+    own = distributed.shard(samples)
+    loader = DataLoader(MultiTaskDataset(own, model.preprocess, tasks=[task]), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=model.collator(with_targets=False)) if own else []
     scores: list[float] = []
-    candidates: dict[str, str] = {}
+    generated_captions: list[tuple[str, str]] = []
     for batch in loader:
         generated = llava.generate(batch["pixel_values"].to(device), task, input_ids=batch["input_ids"],
                                    attention_mask=batch["attention_mask"], num_beams=num_beams,
@@ -114,9 +126,11 @@ def evaluate_llava(model: VLLlavaModel, samples: Sequence[Sample], task: str, nu
             if task == "vqa":
                 scores.append(vqa_accuracy(text, batch["vqa_answers"][i]))
             else:
-                candidates[batch["image_ids"][i]] = text
+                generated_captions.append((batch["image_ids"][i], text))
     if task == "vqa":
+        scores = distributed.gather_shards(scores)
         return accuracy_by_answer_type(scores, [s.answer_type for s in samples])  # the loader keeps their order
+    candidates = dict(distributed.gather_shards(generated_captions))
     return {"BLEU-4": 100.0 * bleu4(candidates, references), "CIDEr": 100.0 * cider(candidates, references)}
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vlmtl import distributed
 from vlmtl.data import AnswerVocab, MultiTaskCollator
 from vlmtl.heads import CaptionDecoder, RetrievalHead, VQAHead
 from vlmtl.models import MultiTaskCLIP
@@ -43,23 +44,24 @@ def decode_tokens(tokenizer, ids: Sequence[int]) -> str:
 
 class VLMultiTaskModel(nn.Module):
     def __init__(self, clip: MultiTaskCLIP, tasks: Sequence[str], num_answers: int = 0,
-                 caption_layers: int = 2, caption_heads: int = 4, max_caption_len: int = 32) -> None:
+                 caption_layers: int = 2, caption_heads: int = 4, max_caption_len: int = 32,
+                 head_dropout: float = 0.1, local_loss: bool = False, gather_with_grad: bool = True) -> None:
         super().__init__()
         self.clip = clip
         self.tasks = list(tasks)
         self.heads = nn.ModuleDict()
         if "retrieval" in self.tasks:
-            self.heads["retrieval"] = RetrievalHead()
+            self.heads["retrieval"] = RetrievalHead(local_loss=local_loss, gather_with_grad=gather_with_grad)
         if "vqa" in self.tasks:
             if num_answers <= 0:
                 raise ValueError("the vqa head needs an answer vocabulary (num_answers > 0)")
-            self.heads["vqa"] = VQAHead(clip.embed_dim, num_answers)
+            self.heads["vqa"] = VQAHead(clip.embed_dim, num_answers, dropout=head_dropout)
         if "caption" in self.tasks:
             ids = special_token_ids(clip.tokenizer)
             self.heads["caption"] = CaptionDecoder(
                 ids["vocab_size"], embed_dim=clip.image_token_dim, context_dim=clip.image_token_dim,
                 num_layers=caption_layers, num_heads=caption_heads, max_len=max_caption_len,
-                pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"],
+                pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"], dropout=head_dropout,
             )
 
     @property
@@ -77,6 +79,19 @@ class VLMultiTaskModel(nn.Module):
     def collator(self, answers: AnswerVocab | None = None) -> MultiTaskCollator:
         return MultiTaskCollator(self.clip.tokenizer, answers)
 
+    def loss_counts(self, batch: dict) -> dict[str, float]:
+        """What each task's loss averages over in ``batch``: vqa samples, caption target
+        tokens, retrieval pairs (see ``RetrievalHead.loss_units``)."""
+        counts: dict[str, float] = {}
+        if "vqa" in self.heads:
+            counts["vqa"] = len(batch["vqa_index"])
+        if "retrieval" in self.heads:
+            counts["retrieval"] = self.heads["retrieval"].loss_units(len(batch["retrieval_index"]))
+        if "caption" in self.heads:
+            targets = batch["text_tokens"][batch["caption_index"]][:, 1:]
+            counts["caption"] = int(self.heads["caption"].target_mask(targets).sum())
+        return counts
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Per-task losses of one (possibly mixed) batch; tasks absent from it are left out."""
         ids = batch["task_ids"]
@@ -91,10 +106,15 @@ class VLMultiTaskModel(nn.Module):
 
         losses: dict[str, torch.Tensor] = {}
         rows = batch.get("retrieval_index")
-        if "retrieval" in self.heads and len(rows) > 1:  # a contrastive loss needs negatives
-            text_pos = torch.tensor([position[int(r)] for r in rows], device=image_emb.device)
+        # A contrastive loss needs negatives; under data parallelism they may come from other
+        # ranks, and every rank takes part in gathering them, with or without pairs of its own.
+        if "retrieval" in self.heads and (len(rows) > 1 or distributed.is_distributed()):
+            text_pos = torch.tensor([position[int(r)] for r in rows], dtype=torch.long, device=image_emb.device)
+            texts = text_emb[text_pos] if text_emb is not None else image_emb[rows]  # no text: both empty
             image_ids = [batch["image_ids"][int(r)] for r in rows]
-            losses["retrieval"] = self.heads["retrieval"](image_emb[rows], text_emb[text_pos], image_ids)
+            loss = self.heads["retrieval"](image_emb[rows], texts, image_ids)
+            if loss is not None:
+                losses["retrieval"] = loss
         rows = batch.get("vqa_index")
         if "vqa" in self.heads and len(rows):
             text_pos = torch.tensor([position[int(r)] for r in rows], device=image_emb.device)

@@ -51,7 +51,8 @@ def build_model(cfg: VLTrainConfig, answers: AnswerVocab | None) -> VLModel:
     context = getattr(clip.tokenizer, "context_length", 77)
     model = VLMultiTaskModel(clip, cfg.tasks, num_answers=len(answers) if answers else 0,
                              caption_layers=cfg.caption_layers, caption_heads=cfg.caption_heads,
-                             max_caption_len=context)
+                             max_caption_len=context, head_dropout=cfg.head_dropout, local_loss=cfg.local_loss,
+                             gather_with_grad=cfg.gather_with_grad)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model
 
@@ -69,7 +70,8 @@ def build_job(cfg: VLTrainConfig, model: VLModel, train_samples, answers: Answer
               {"params": [p for p in model.heads.parameters() if p.requires_grad], "lr": cfg.head_lr}]
     logger.info("%s on %s: tasks %s, %d train samples %s", cfg.method, cfg.backbone, cfg.tasks, len(dataset),
                 dataset.task_counts())
-    return Job(model=model, loader=loader, step=lambda m, batch: m(batch), param_groups=groups)
+    return Job(model=model, loader=loader, step=lambda m, batch: m(batch), param_groups=groups,
+               loss_counts=model.loss_counts)
 
 
 def train_vl(cfg: VLTrainConfig) -> dict:

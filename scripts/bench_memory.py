@@ -1,0 +1,388 @@
+"""Benchmark peak memory and time of one training step, with and without gradient checkpointing.
+
+    python scripts/bench_memory.py                        # ViT-B/16 (random weights), batch 32, 3 rounds
+    python scripts/bench_memory.py --model default        # the embedded tiny CLIP with the trainer's heads
+    python scripts/bench_memory.py --device cuda          # peak from torch.cuda.max_memory_allocated
+
+Models, adapted with task-routed MTL-LoRA in both towers (base weights frozen, as in training):
+  vit-b-16  open_clip ViT-B-16 built with random weights (pretrained=None, nothing downloaded);
+  default   the embedded tiny CLIP (what ``train_vl.py --model default`` loads).
+A step: forward both towers on one batch whose per-sample task ids cycle through every task,
+a loss, backward. No optimizer step (only the gradients of the adapters and heads). Losses:
+  contrastive  CLIP's symmetric InfoNCE between the image and text embeddings of the whole batch;
+  heads        the trainer's step: VLMultiTaskModel's per-task losses (vqa classifier, retrieval
+               InfoNCE, caption decoder) summed; rows of a task without a head only use the
+               image tower, and the text tower runs on the vqa and retrieval rows only.
+  (default: heads for --model default, contrastive for vit-b-16.)
+
+Each configuration (checkpointing off / on) runs in a fresh subprocess, in interleaved rounds
+(``for round: [off, on]``), so machine noise hits both alike and no allocator state is shared.
+A child builds the model, runs one warm-up step on a small batch (lazy initialisation, thread
+pools), returns freed memory to the OS (``malloc_trim``), records the RSS, runs the measured
+full-size step and reads ``ru_maxrss`` (peak RSS of the process: the warm-up was smaller, so it
+is this step's peak), then times one more full step with a warm allocator (the step time).
+The increment (peak - RSS before the step) is what the step adds: activations kept for backward,
+gradients, and transient buffers. With ``--device cuda`` memory is ``torch.cuda.memory_allocated``
+before and ``max_memory_allocated`` during the step instead. Linux only on CPU (reads /proc).
+Results are medians with min-max spread, as ratios (on / off) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = {"off": False, "on": True}  # gradient checkpointing
+MODELS = ("vit-b-16", "default")
+LOSSES = ("auto", "contrastive", "heads")
+RESULT_MARK = "BENCH_MEMORY_RESULT "
+MIB = 2**20
+WORDS = ("a photo of the red small dog cat car on left right near big blue green tree house man "
+         "woman two three sitting standing street table white black").split()
+
+
+# --------------------------------------------------------------------------- child: one configuration
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def maxrss_bytes() -> int:
+    """Peak RSS of this process (``ru_maxrss``, KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def hwm_bytes() -> int | None:
+    """VmHWM: the peak RSS since the last reset through /proc/self/clear_refs."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_freed_memory() -> bool:
+    """Give memory that malloc holds in its free lists back to the OS, so the RSS counts only
+    what is alive (glibc keeps freed activations mapped otherwise)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def make_texts(tokenizer, n: int, generator) -> list[str]:
+    import torch
+
+    vocab = getattr(tokenizer, "vocab", None)  # vlmtl WordTokenizer: draw from its own words
+    words = [w for w in vocab if not w.startswith("<")] if isinstance(vocab, list) else list(WORDS)
+    lengths = torch.randint(6, 13, (n,), generator=generator).tolist()
+    return [" ".join(words[i] for i in torch.randint(len(words), (k,), generator=generator).tolist())
+            for k in lengths]
+
+
+def build(args):
+    """(model, make_batch(batch_size) -> inputs, loss_fn(model, inputs) -> scalar, info)."""
+    import torch
+    import torch.nn.functional as F
+
+    from vlmtl import create_multitask_clip
+    from vlmtl.train.vl_model import VLMultiTaskModel
+
+    name = "ViT-B-16" if args.model == "vit-b-16" else None
+    clip = create_multitask_clip(name, tasks=args.tasks, method="mtl_lora", backbone="open_clip", r=args.r)
+    image_size = clip.backbone.visual.image_size
+    image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
+    context = int(getattr(clip.tokenizer, "context_length", 77))
+    num_tasks = len(args.tasks)
+    model = clip
+    if args.loss == "heads":
+        model = VLMultiTaskModel(clip, args.tasks, num_answers=args.num_answers, max_caption_len=context)
+    model.set_grad_checkpointing(args.checkpointing)
+    model.train()
+    device = torch.device(args.device)
+    model.to(device)
+    frozen_trainable = [n for n, p in clip.backbone.named_parameters()
+                        if p.requires_grad and not n.endswith((".A", ".B", ".Lambda", ".w"))]
+    if frozen_trainable:
+        raise RuntimeError(f"base weights are not frozen: {frozen_trainable[:5]}")
+
+    def make_batch(b: int) -> dict:
+        g = torch.Generator().manual_seed(args.seed)
+        task_ids = torch.arange(b) % num_tasks  # every task in every batch
+        batch = {
+            "images": torch.randn(b, 3, image_size, image_size, generator=g),
+            "text_tokens": clip.tokenize(make_texts(clip.tokenizer, b, g)),
+            "task_ids": task_ids,
+            "image_ids": [f"image{i}" for i in range(b)],
+        }
+        for t in ("vqa", "retrieval", "caption"):
+            batch[f"{t}_index"] = torch.tensor([i for i in range(b) if args.tasks[i % num_tasks] == t],
+                                               dtype=torch.long)
+        answers = torch.randint(args.num_answers, (len(batch["vqa_index"]),), generator=g)
+        batch["vqa_targets"] = F.one_hot(answers, args.num_answers).float()
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def contrastive(m, batch: dict) -> torch.Tensor:
+        ids = batch["task_ids"]
+        image = m.encode_image(batch["images"], task_ids=ids, normalize=True)
+        text = m.encode_text(batch["text_tokens"], task_ids=ids, normalize=True)
+        logits = image @ text.t() / 0.07
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    def heads(m, batch: dict) -> torch.Tensor:
+        return sum(m(batch).values())
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    info = {"image_size": image_size, "context_length": context, "parameters": total, "trainable_parameters": trainable}
+    return model, make_batch, contrastive if args.loss == "contrastive" else heads, info
+
+
+def run_child(args) -> dict:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} given but CUDA is not available")
+    model, make_batch, loss_fn, info = build(args)
+    batch = make_batch(args.batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def step(inputs: dict) -> float:
+        for p in params:  # as optimizer.zero_grad(set_to_none=True): the step allocates the gradients
+            p.grad = None
+        sync()
+        start = time.perf_counter()
+        loss = loss_fn(model, inputs)
+        loss.backward()
+        sync()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss is not finite: {loss.item()}")
+        return time.perf_counter() - start
+
+    step(make_batch(min(args.warmup_batch, args.batch_size)))  # warm-up: small, so it sets no peak
+    for p in params:
+        p.grad = None
+    trimmed = release_freed_memory()
+    result: dict = {"checkpointing": args.checkpointing, "malloc_trim": trimmed, **info}
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    rss_before = rss_bytes()
+    hwm_reset = reset_hwm()
+    first = step(batch)
+    result["maxrss_bytes"] = maxrss_bytes()
+    result["rss_before_bytes"] = rss_before
+    hwm = hwm_bytes() if hwm_reset else None
+    result["hwm_bytes"] = hwm  # this step's own peak RSS, where /proc/self/clear_refs allows a reset
+    result["rss_increment_bytes"] = result["maxrss_bytes"] - rss_before
+    if cuda:
+        result["memory_kind"] = "cuda_allocated"
+        result["before_bytes"] = before
+        result["peak_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        result["memory_kind"] = "rss"
+        result["before_bytes"] = rss_before
+        result["peak_bytes"] = result["maxrss_bytes"]
+    result["increment_bytes"] = result["peak_bytes"] - result["before_bytes"]
+    result["first_step_s"] = first
+    result["step_s"] = step(batch)  # allocator warm: the steady-state step time
+    result["threads"] = torch.get_num_threads()
+    result["torch"] = torch.__version__
+    return result
+
+
+# --------------------------------------------------------------------------- parent: rounds and report
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def child_command(args, config: str) -> list[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config, "--model", args.model,
+           "--batch-size", str(args.batch_size), "--tasks", ",".join(args.tasks), "--device", args.device,
+           "--loss", args.loss, "--r", str(args.r), "--warmup-batch", str(args.warmup_batch),
+           "--num-answers", str(args.num_answers), "--seed", str(args.seed)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    return cmd
+
+
+def run_config(args, config: str) -> dict:
+    proc = subprocess.run(child_command(args, config), capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the {config!r} child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not lines:
+        raise RuntimeError(f"the {config!r} child printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len(RESULT_MARK):])
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def spread(s: dict, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
+    return f"{med} ({lo}–{hi})"
+
+
+def report(doc: dict) -> str:
+    cuda = doc["memory_kind"] == "cuda_allocated"
+    peak_name = "peak allocated (MiB)" if cuda else "peak RSS (MiB)"
+    inc_name = "step increment over allocated before (MiB)" if cuda else "step increment over RSS before (MiB)"
+    s = doc["setup"]
+    lines = [
+        f"{doc['model']} ({s['parameters']:,} parameters, {s['trainable_parameters']:,} trainable), "
+        f"mtl_lora r={doc['r']}, tasks {','.join(doc['tasks'])} mixed per sample, batch {doc['batch_size']} at "
+        f"{s['image_size']}² + {s['context_length']} text tokens, loss {doc['loss']}, no optimizer, float32 on "
+        f"{doc['device']} ({doc['threads']} threads, {doc['cpu']}, nproc {doc['nproc']}); "
+        f"median (min–max) of {doc['rounds']} interleaved rounds, one subprocess each",
+        "",
+        f"| grad checkpointing | {peak_name} | {inc_name} | increment / off | step time (s) | time / off |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for config in CONFIGS:
+        r = doc["results"][config]
+        ratio = doc["ratios"][config]
+        lines.append(f"| {config} | {spread(r['peak_bytes'], MIB)} | {spread(r['increment_bytes'], MIB)} | "
+                     f"{spread(ratio['increment'], fmt='{:.3f}')} | {spread(r['step_s'], fmt='{:.2f}')} | "
+                     f"{spread(ratio['step_s'], fmt='{:.3f}')} |")
+    lines += ["", "Ratios: median(on) / median(off); the spread is that of the per-round ratios."]
+    return "\n".join(lines)
+
+
+def run_parent(args) -> dict:
+    start = time.perf_counter()
+    raw: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    for r in range(args.rounds):
+        for config in CONFIGS:
+            res = run_config(args, config)
+            raw[config].append(res)
+            print(f"round {r + 1}/{args.rounds} {config}: peak {res['peak_bytes'] / MIB:.1f} MiB, increment "
+                  f"{res['increment_bytes'] / MIB:.1f} MiB, step {res['step_s']:.2f} s", file=sys.stderr)
+    keys = ("peak_bytes", "before_bytes", "increment_bytes", "maxrss_bytes", "rss_before_bytes",
+            "rss_increment_bytes", "step_s", "first_step_s")
+    results = {c: {k: summary([float(x[k]) for x in raw[c]]) for k in keys} for c in CONFIGS}
+    for c in CONFIGS:
+        hwm = [x["hwm_bytes"] for x in raw[c]]
+        results[c]["hwm_bytes"] = summary([float(v) for v in hwm]) if all(v is not None for v in hwm) else None
+    ratios = {}
+    for c in CONFIGS:
+        ratios[c] = {}
+        for key, field in (("increment", "increment_bytes"), ("peak", "peak_bytes"), ("step_s", "step_s")):
+            per_round = [on[field] / off[field] for on, off in zip(raw[c], raw["off"])]
+            ratios[c][key] = {"median": results[c][field]["median"] / results["off"][field]["median"],
+                              "min": min(per_round), "max": max(per_round), "per_round": per_round}
+    first = raw["off"][0]
+    doc = {
+        "model": args.model, "tasks": args.tasks, "batch_size": args.batch_size, "rounds": args.rounds,
+        "loss": args.loss, "r": args.r, "method": "mtl_lora", "optimizer": None, "dtype": "float32",
+        "device": args.device, "memory_kind": first["memory_kind"], "threads": first["threads"],
+        "warmup_batch": args.warmup_batch, "setup": {k: first[k] for k in
+                                                      ("image_size", "context_length", "parameters",
+                                                       "trainable_parameters")},
+        "cpu": cpu_model(), "nproc": os.cpu_count(), "torch": first["torch"], "python": platform.python_version(),
+        "results": results, "ratios": ratios,
+        "ratio_increment_on_off": ratios["on"]["increment"]["median"],
+        "ratio_step_time_on_off": ratios["on"]["step_s"]["median"],
+        "raw": raw, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
+    doc["wall_s"] = time.perf_counter() - start
+    return doc
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="vit-b-16")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", default="vqa,retrieval,caption,extra",
+                        help="comma-separated task names; the adapters take any names, the heads loss only has "
+                             "heads for vqa, retrieval and caption")
+    parser.add_argument("--loss", choices=LOSSES, default="auto")
+    parser.add_argument("--r", type=int, default=8, help="adapter rank")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); 1 by default: on a small shared CPU box more "
+                             "threads mostly wait at OpenMP barriers")
+    parser.add_argument("--warmup-batch", type=int, default=2)
+    parser.add_argument("--num-answers", type=int, default=100, help="vqa classifier size (heads loss)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per child")
+    parser.add_argument("--output", type=Path, default=Path("runs/bench_memory.json"))
+    parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    if len(args.tasks) < 1 or len(set(args.tasks)) != len(args.tasks):
+        parser.error(f"--tasks must name distinct tasks, got {args.tasks}")
+    if args.loss == "auto":
+        args.loss = "heads" if args.model == "default" else "contrastive"
+    if args.loss == "heads" and not {"vqa", "retrieval", "caption"} & set(args.tasks):
+        parser.error("--loss heads needs at least one of vqa, retrieval, caption in --tasks")
+    if args.batch_size < 2 or args.rounds < 1:
+        parser.error("--batch-size must be at least 2 and --rounds at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        args.checkpointing = CONFIGS[args.child]
+        print(RESULT_MARK + json.dumps(run_child(args)), flush=True)
+        return
+    doc = run_parent(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=1) + "\n")
+    print(report(doc))
+    print(f"\nwrote {args.output} ({doc['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
