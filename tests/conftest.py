@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,15 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
     """``python scripts/<script> args...`` from the repository root, output captured."""
     return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
+
+
+def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node nproc script args`` on this machine's CPU (gloo
+    ranks), output captured; one thread per rank."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               str(script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, **popen)
 
 
 def hash_tree(root: Path) -> str:

@@ -164,16 +164,17 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
 def synchronise_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with every ``BatchNorm2d`` replaced by a :class:`DistributedBatchNorm2d`
-    holding the same parameters and statistics (names unchanged, so checkpoints still fit)."""
+    that holds the very same parameter and buffer objects (an optimizer built before still
+    updates them; names unchanged, so checkpoints still fit)."""
     if type(module) is nn.BatchNorm2d:
         synced = DistributedBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
                                         module.track_running_stats)
-        synced.load_state_dict(module.state_dict())
+        for name, tensor in list(module.named_parameters(recurse=False)):
+            setattr(synced, name, tensor)
+        for name, tensor in list(module.named_buffers(recurse=False)):
+            setattr(synced, name, tensor)
         synced.train(module.training)
-        if module.affine:
-            synced.weight.requires_grad_(module.weight.requires_grad)
-            synced.bias.requires_grad_(module.bias.requires_grad)
-        return synced.to(device=next(module.parameters(), module.running_mean).device)
+        return synced
     for name, child in module.named_children():
         new = synchronise_batchnorm(child)
         if new is not child:

@@ -22,7 +22,7 @@ import sys
 
 from vlmtl.adapters import count_parameters
 from vlmtl.cli.flags import config_parser, parse_config
-from vlmtl.cli.logs import configure_logging
+from vlmtl.cli.logs import configure_logging, is_rank_zero
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS
 from vlmtl.train.dense_config import DenseTrainConfig
 
@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         document = train_dense(cfg)
     except FileNotFoundError as err:
         sys.exit(f"error: {err}")
-    print(json.dumps({"output": cfg.output, "metrics": document["metrics"], "delta_m": document["delta_m"],
-                      "trainable_parameters": document["trainable_parameters"],
-                      "train_images_per_s": document["train_images_per_s"],
-                      "inference_images_per_s": document["inference_images_per_s"],
-                      "total_minutes": document["total_minutes"]}, indent=2))
+    if is_rank_zero():
+        print(json.dumps({"output": cfg.output, "metrics": document["metrics"], "delta_m": document["delta_m"],
+                          "trainable_parameters": document["trainable_parameters"],
+                          "train_images_per_s": document["train_images_per_s"],
+                          "inference_images_per_s": document["inference_images_per_s"],
+                          "total_minutes": document["total_minutes"]}, indent=2))
 
 
 if __name__ == "__main__":

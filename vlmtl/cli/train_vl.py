@@ -21,7 +21,7 @@ import argparse
 import json
 
 from vlmtl.cli.flags import config_parser, parse_config
-from vlmtl.cli.logs import configure_logging
+from vlmtl.cli.logs import configure_logging, is_rank_zero
 from vlmtl.registry import VL_METHODS, VL_TASKS
 from vlmtl.train.config import VLTrainConfig
 
@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     from vlmtl.train import train_vl
 
     document = train_vl(cfg)
-    print(json.dumps({"output": cfg.output, "metrics": document["metrics"],
-                      "trainable_parameters": document["trainable_parameters"],
-                      "total_minutes": document["total_minutes"]}, indent=2))
+    if is_rank_zero():
+        print(json.dumps({"output": cfg.output, "metrics": document["metrics"],
+                          "trainable_parameters": document["trainable_parameters"],
+                          "total_minutes": document["total_minutes"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ every rank's RNG state) and every rank resumes from the file rank 0 picks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -145,6 +146,15 @@ def global_batch_loss(losses: Losses, counts: dict[str, float], weight: Callable
     return backward, logged
 
 
+def trainable_digest(model: nn.Module) -> str:
+    """A SHA-256 of what training changed (names and bytes): data-parallel replicas must agree."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(ckpt.trainable_state(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cosine_with_warmup(total: int, warmup_ratio: float) -> Callable[[int], float]:
     """The learning-rate factor of step ``s``: linear warm-up, then cosine to zero."""
     warmup = max(1, int(total * warmup_ratio))
@@ -219,6 +229,7 @@ class Trainer:
         self.checkpoint_dir = self.out / "checkpoints"
         self.progress = Progress()
         self.resumed_from: Path | None = None
+        self.replica_digests: list[str] = []
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +267,11 @@ class Trainer:
         if self.is_main:
             cfg.save(self.out / "config.yaml")
         self._loop(job, model, optimizer, scheduler, sampler, total)
-        return self.accelerator.unwrap_model(model)
+        model = self.accelerator.unwrap_model(model)
+        self.replica_digests = distributed.gather_objects(trainable_digest(model))
+        if len(set(self.replica_digests)) > 1:
+            logger.warning("the ranks' trained weights differ: %s", self.replica_digests)
+        return model
 
     def _check_distributed_setup(self) -> None:
         kind = self.accelerator.distributed_type
@@ -343,6 +358,8 @@ class Trainer:
             "nonfinite_steps_skipped": self.progress.nonfinite_skipped,
             "train_samples_per_s": throughput(self.progress.step_times),
             "device": str(self.device),
+            "processes": self.world_size,
+            "replicas_identical": len(set(self.replica_digests)) <= 1,
             "total_minutes": round((time.time() - self.started) / 60, 2),
         }
 
