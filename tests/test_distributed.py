@@ -11,8 +11,6 @@ from torch import nn
 from vlmtl import distributed
 from vlmtl.heads import RetrievalHead
 
-from .conftest import run_torchrun
-
 SIZES = (3, 2)  # rows per rank: unequal on purpose
 
 
@@ -46,6 +44,8 @@ def test_synchronise_batchnorm_keeps_the_parameter_objects():
 
 
 def test_two_ranks_compute_what_one_process_computes():
+    from .conftest import run_torchrun  # here: torchrun runs this file as a script, outside the package
+
     done = run_torchrun(Path(__file__))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("all checks passed") == 2, done.stdout

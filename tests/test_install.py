@@ -98,7 +98,7 @@ def test_wheel_holds_every_module_asset_and_config(installed: tuple[Path, Path, 
     files = _installed_files(pkg)
     expected = {p for p in _installed_files(ROOT / "vlmtl") if p.endswith(".py")}
     expected |= {f"assets/{p}" for p in _installed_files(ROOT / "assets")}
-    expected |= {f"configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")}
+    expected |= {f"configs/{p.relative_to(ROOT / 'configs')}" for p in (ROOT / "configs").rglob("*.yaml")}
     missing = sorted(expected - files)
     assert not missing, f"missing from the wheel (a package not listed in pyproject.toml?): {missing}"
     assert (venv / "bin" / "vlmtl-train-vl").exists() and (venv / "bin" / "vlmtl-train-dense").exists()

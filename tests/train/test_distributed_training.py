@@ -81,15 +81,14 @@ def descendants(pid: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def vl_runs(synthetic_vl, tmp_path_factory):
-    """The tiny VL job (vqa, retrieval, caption; no dropout) in 1 process × 8 and 2 ranks × 4."""
-    data, model_dir = synthetic_vl
+def vl_runs(tmp_path_factory):
+    """The embedded VL default (shipped CLIP, synthetic data; here a small set, all three tasks,
+    no dropout) in 1 process × 8 and 2 ranks × 4."""
     root = tmp_path_factory.mktemp("ddp_vl")
     config = write_yaml(root / "run.yaml", {
-        "tasks": ["vqa", "retrieval", "caption"], "data": "jsonl", "train_file": str(data / "train.jsonl"),
-        "val_file": str(data / "val.jsonl"), "image_dir": str(data), "model": f"local-dir:{model_dir}",
-        "workers": 1, "threads": 1, "r": 4, "dropout": 0.0, "head_dropout": 0.0, "seed": 3, "max_steps": 8,
-        "save_every": 2, "keep_last": 2, "log_every": 1,
+        "tasks": ["vqa", "retrieval", "caption"], "data_root": str(root / "data"), "synthetic_train_images": 48,
+        "synthetic_val_images": 12, "eval_max_samples": 16, "workers": 1, "threads": 1, "dropout": 0.0,
+        "head_dropout": 0.0, "seed": 3, "max_steps": 8, "save_every": 2, "keep_last": 2, "log_every": 1,
     })
     one = train("train_vl.py", config, root / "one", processes=1, batch_size=8)
     two = train("train_vl.py", config, root / "two", processes=2, batch_size=4)
@@ -107,12 +106,13 @@ def test_two_ranks_train_the_vl_job_as_one_process_with_their_global_batch(vl_ru
             assert two["metrics"][task][name] == pytest.approx(value, abs=1e-6), (task, name)
 
 
-def test_two_rank_run_killed_mid_run_resumes_to_the_same_weights(vl_runs):
-    config, root, _, _ = vl_runs
-    killed = root / "killed"
+def kill_mid_run_then_resume(script: str, config: Path, killed: Path, whole: Path, batch_size: int,
+                             steps: int) -> None:
+    """Launch 2 ranks, SIGKILL them and the launcher after the first checkpoint, launch again:
+    the run resumes and ends with the weights of the uninterrupted 2-rank run ``whole``."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "scripts" / "train_vl.py"), "--config", str(config), "--output", str(killed),
-               "--batch-size", "4"]
+               str(ROOT / "scripts" / script), "--config", str(config), "--output", str(killed),
+               "--batch-size", str(batch_size)]
     launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 300
@@ -125,14 +125,19 @@ def test_two_rank_run_killed_mid_run_resumes_to_the_same_weights(vl_runs):
     last = ckpt.checkpoints(killed / "checkpoints")[-1]
     assert isinstance(ckpt.load_checkpoint(last)["rng"], list), "a 2-rank checkpoint keeps both ranks' RNG"
 
-    resumed = train("train_vl.py", config, killed, processes=2, batch_size=4)
-    assert resumed["resumed_from"].endswith(last.name) and resumed["steps"] == 8
+    resumed = train(script, config, killed, processes=2, batch_size=batch_size)
+    assert resumed["resumed_from"].endswith(last.name) and resumed["steps"] == steps
     assert resumed["replicas_identical"] is True
     for name in WEIGHTS:
-        a, b = load_file(str(root / "two" / name)), load_file(str(killed / name))
+        a, b = load_file(str(whole / name)), load_file(str(killed / name))
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resuming"
-    assert [row["step"] for row in history(killed)] == list(range(1, 9))
+    assert [row["step"] for row in history(killed)] == list(range(1, steps + 1))
+
+
+def test_two_rank_vl_run_killed_mid_run_resumes_to_the_same_weights(vl_runs):
+    config, root, _, _ = vl_runs
+    kill_mid_run_then_resume("train_vl.py", config, root / "killed", root / "two", batch_size=4, steps=8)
 
 
 def test_a_checkpoint_resumes_only_with_as_many_processes(vl_runs):
@@ -143,24 +148,36 @@ def test_a_checkpoint_resumes_only_with_as_many_processes(vl_runs):
     assert "comes from a run of 2 process(es); resume it with as many" in done.stderr
 
 
-def test_two_ranks_train_the_dense_job_as_one_process_with_their_global_batch(tmp_path):
-    data = tmp_path / "PASCAL_MT"
-    write_synthetic_pascal(data, n_train=8, n_val=4, seed=0, size=64)
-    config = write_yaml(tmp_path / "dense.yaml", {
-        "data": str(data), "img_size": 64, "timm_kwargs": TINY_SWIN, "r": 4, "max_steps": 3, "workers": 0,
-        "threads": 1, "lr": 1e-3, "warmup_ratio": 0.3, "eval_batch_size": 4, "save_every": 0, "log_every": 1,
-        "dropout": 0.0, "drop_path_rate": 0.0,
+@pytest.fixture(scope="module")
+def dense_runs(tmp_path_factory):
+    """The dense path (tiny Swin, MTLoRA, all four tasks, no dropout) in 1 process × 4 and 2 ranks × 2."""
+    root = tmp_path_factory.mktemp("ddp_dense")
+    write_synthetic_pascal(root / "PASCAL_MT", n_train=8, n_val=4, seed=0, size=64)
+    config = write_yaml(root / "dense.yaml", {
+        "data": str(root / "PASCAL_MT"), "img_size": 64, "timm_kwargs": TINY_SWIN, "r": 4, "max_steps": 4,
+        "workers": 0, "threads": 1, "lr": 1e-3, "warmup_ratio": 0.3, "eval_batch_size": 4, "save_every": 2,
+        "log_every": 1, "dropout": 0.0, "drop_path_rate": 0.0,
     })
-    one = train("train_dense.py", config, tmp_path / "one", processes=1, batch_size=4)
-    two = train("train_dense.py", config, tmp_path / "two", processes=2, batch_size=2)
+    one = train("train_dense.py", config, root / "one", processes=1, batch_size=4)
+    two = train("train_dense.py", config, root / "two", processes=2, batch_size=2)
+    return config, root, one, two
+
+
+def test_two_ranks_train_the_dense_job_as_one_process_with_their_global_batch(dense_runs):
+    config, root, one, two = dense_runs
     assert two["processes"] == 2 and two["replicas_identical"] is True
     # BatchNorm statistics and every loss normaliser are the global batch's: the same losses.
     # After the first update, less closely: Adam's first steps turn float-level gradient
     # differences of parameters whose true gradient is zero (a conv bias before BatchNorm)
     # into ±lr moves, as between two 1-process runs with other thread counts; so losses agree
     # to 1e-3 and weights to a few lr.
-    assert_same_losses(tmp_path / "one", tmp_path / "two", rel=1e-3)
-    assert max_weight_difference(tmp_path / "one", tmp_path / "two") < 5e-3
+    assert_same_losses(root / "one", root / "two", rel=1e-3)
+    assert max_weight_difference(root / "one", root / "two") < 5e-3
     for task, values in one["metrics"].items():
         for name, value in values.items():
             assert two["metrics"][task][name] == pytest.approx(value, abs=0.5), (task, name)
+
+
+def test_two_rank_dense_run_killed_mid_run_resumes_to_the_same_weights(dense_runs):
+    config, root, _, _ = dense_runs
+    kill_mid_run_then_resume("train_dense.py", config, root / "killed", root / "two", batch_size=2, steps=4)
