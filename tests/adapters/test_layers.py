@@ -165,3 +165,25 @@ def test_mtlora_streams_match_formula():
 def test_rejects_non_linear_base():
     with pytest.raises(TypeError, match="linear layer"):
         LoRALinear(nn.Conv2d(3, 3, 3), r=2, alpha=2)
+
+
+def test_mtlora_dropout_is_the_official_one_mask_on_the_shared_input_only():
+    """Official MTLoRA: x is dropped out once; the task-agnostic LoRA and the task-specific
+    LoRAs that read x share that mask; a task's own stream input is never dropped."""
+    torch.manual_seed(0)
+    layer = MTLoRALinear(nn.Linear(16, 8), num_tasks=2, r=4, r_task=4, scale=2.0, dropout=0.5).train()
+    with torch.no_grad():
+        layer.B.normal_()
+        layer.task_A.copy_(layer.A.expand_as(layer.task_A))  # every task LoRA equal to the shared one
+        layer.task_B.copy_(layer.B.expand_as(layer.task_B))
+    x = torch.randn(4, 16)
+    shared, streams = layer.forward_streams(x)
+    base = layer.base_layer(x)
+    for stream in streams:  # the same mask: each task's update equals the shared update
+        assert torch.allclose(stream - base, shared - base, atol=1e-6)
+    assert not torch.allclose(shared, base + layer._merged_shared_delta(x)), "dropout was applied"
+    own = [torch.randn(4, 16), torch.randn(4, 16)]
+    first = layer.forward_streams(x, own)[1]
+    second = layer.forward_streams(x, own)[1]  # new masks for x, none for the task inputs
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)

@@ -261,7 +261,11 @@ class MTLoRALinear(AdapterLayer):
     low-rank update sees the task's own input u_t (x when not given).
 
     ``merge()`` folds only the task-agnostic LoRA into W (task-specific ones read u_t, not
-    W's input x); a merged layer's task streams take ``s·B A x`` back out of the base output."""
+    W's input x); a merged layer's task streams take ``s·B A x`` back out of the base output.
+
+    Dropout as the official implementation: one mask on the shared input x, used by the
+    task-agnostic LoRA and by the task-specific ones that read x; a task's own input u_t
+    is never dropped."""
 
     def __init__(
         self, base: nn.Module, num_tasks: int, r: int, r_task: int, scale: float, dropout: float = 0.0
@@ -293,7 +297,8 @@ class MTLoRALinear(AdapterLayer):
         return self.scale * (self.B.float() @ self.A.float())
 
     def _low_rank(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(self.dropout(x).to(a.dtype), a), b) * self.scale
+        """s·b a x (``x`` already dropped out where it should be)."""
+        return F.linear(F.linear(x.to(a.dtype), a), b) * self.scale
 
     def _merged_shared_delta(self, x: torch.Tensor) -> torch.Tensor:
         """s·B A x without dropout: what a merged base weight adds to ``W x + b``."""
@@ -303,7 +308,7 @@ class MTLoRALinear(AdapterLayer):
         out = self.base_layer(x)
         if self.merged:
             return out
-        return out + self._low_rank(x, self.A, self.B).to(out.dtype)
+        return out + self._low_rank(self.dropout(x), self.A, self.B).to(out.dtype)
 
     def forward_streams(
         self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
@@ -316,15 +321,16 @@ class MTLoRALinear(AdapterLayer):
             if u.shape != x.shape:
                 raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
         base_out = self.base_layer(x)
+        dropped = self.dropout(x)  # one mask, shared by every LoRA that reads x
         if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
             shared = base_out
             frozen = base_out - self._merged_shared_delta(x).to(base_out.dtype)
         else:
-            shared = base_out + self._low_rank(x, self.A, self.B).to(base_out.dtype)
+            shared = base_out + self._low_rank(dropped, self.A, self.B).to(base_out.dtype)
             frozen = base_out
         streams = []
         for t in range(self.num_tasks):
-            u = x if task_inputs is None else task_inputs[t]
+            u = dropped if task_inputs is None else task_inputs[t]
             streams.append(frozen + self._low_rank(u, self.task_A[t], self.task_B[t]).to(frozen.dtype))
         return shared, streams
 
