@@ -240,3 +240,32 @@ def test_grad_checkpointing_gives_the_same_gradients(method):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_mtl_lora_batched_task_pass_equals_one_pass_per_task():
+    """One pass over the images repeated per task, each copy routed to its task, gives the
+    features, outputs and gradients of one backbone pass per task."""
+    model = tiny("mtl_lora", dropout=0.0, drop_path_rate=0.0, img_size=64)
+    assert model.task_pass == "batched"
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))  # B starts at zero: make the task adapters differ
+    images = torch.randn(2, 3, 64, 64)
+    results = {}
+    for task_pass in ("sequential", "batched"):
+        model.task_pass = task_pass
+        model.zero_grad(set_to_none=True)
+        outputs = model(images)
+        sum(o.square().mean() for o in outputs.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[task_pass] = outputs, grads
+    (seq_out, seq_grad), (bat_out, bat_grad) = results["sequential"], results["batched"]
+    assert float(seq_out["semseg"].abs().sum()) > 0
+    for task in seq_out:
+        assert torch.allclose(seq_out[task], bat_out[task], atol=1e-5)
+    assert seq_grad.keys() == bat_grad.keys()
+    for name in seq_grad:
+        assert torch.allclose(seq_grad[name], bat_grad[name], atol=1e-5), name
+    with pytest.raises(ValueError, match="task_pass must be one of"):
+        tiny("mtl_lora", task_pass="parallel")

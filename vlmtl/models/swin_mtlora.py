@@ -214,11 +214,17 @@ class MultiTaskSwin(nn.Module):
     ``encode(images)`` gives each task's four NCHW feature maps (finest first);
     ``forward(images)`` each task's prediction at the input size."""
 
-    def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str) -> None:
+    TASK_PASSES = ("batched", "sequential")
+
+    def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str,
+                 task_pass: str = "batched") -> None:
         super().__init__()
+        if task_pass not in self.TASK_PASSES:
+            raise ValueError(f"task_pass must be one of {list(self.TASK_PASSES)}, got {task_pass!r}")
         self.backbone = backbone
         self.tasks = tuple(tasks)
         self.method = method
+        self.task_pass = task_pass
         self.grad_checkpointing = False
         self.feature_channels = stage_feature_channels(backbone)
         self.decoders = nn.ModuleDict(
@@ -263,16 +269,29 @@ class MultiTaskSwin(nn.Module):
 
     def encode(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Each task's multi-scale features (NCHW, finest first) as its decoder sees them."""
-        if self.method == "mtl_lora":  # MTL-LoRA adapts per task: one backbone pass per task
+        if self.method == "mtl_lora":
+            return self._encode_each_task(images)
+        shared, task_feats = self._stages(images)
+        if task_feats is not None:
+            return task_feats
+        return {t: shared for t in self.tasks}
+
+    def _encode_each_task(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """MTL-LoRA adapts every layer per task, so each task needs the backbone to itself.
+        ``task_pass="batched"``: one pass over the images repeated once per task, each copy
+        routed to its task (per-sample routing); ``"sequential"``: one pass per task. Same
+        features; the batched pass launches T times fewer kernels (see scripts/bench_swin.py)."""
+        if self.task_pass == "sequential":
             feats = {}
             for t in self.tasks:
                 with use_tasks(self.backbone, t):
                     feats[t] = self._stages(images)[0]
             return feats
-        shared, task_feats = self._stages(images)
-        if task_feats is not None:
-            return task_feats
-        return {t: shared for t in self.tasks}
+        n = images.shape[0]
+        task_ids = torch.arange(len(self.tasks), device=images.device).repeat_interleave(n)
+        with use_tasks(self.backbone, task_ids):
+            stacked = self._stages(images.repeat(len(self.tasks), 1, 1, 1))[0]
+        return {t: [f[i * n : (i + 1) * n] for f in stacked] for i, t in enumerate(self.tasks)}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         size = tuple(images.shape[-2:])
@@ -352,6 +371,7 @@ def create_multitask_swin(
     num_outputs: dict[str, int] | None = None,
     drop_path_rate: float = 0.2,
     adapter_kwargs: dict | None = None,
+    task_pass: str = "batched",
     **timm_kwargs,
 ) -> MultiTaskSwin:
     """Build a timm Swin (``model``, a timm SwinTransformer name) with adapters for dense
@@ -359,7 +379,8 @@ def create_multitask_swin(
 
     method (one of ``DENSE_METHODS``): ``mtlora`` (TA-LoRA everywhere + TS-LoRA in each
     stage's last block), ``lora`` (one shared LoRA on qkv/proj/fc1/fc2, rank r),
-    ``mtl_lora`` (the core's MTL-LoRA on the same layers; one backbone pass per task),
+    ``mtl_lora`` (the core's MTL-LoRA on the same layers; each task needs its own backbone
+    pass: see ``task_pass``),
     ``single_task`` (one task, LoRA as ``lora``), ``heads_only`` (frozen backbone, decoders
     train), ``full`` (everything trainable).
 
@@ -370,7 +391,9 @@ def create_multitask_swin(
     and are frozen instead of fully trained. ``drop_path_rate`` defaults to the official
     configs' 0.2. ``num_outputs`` maps task → channels (default ``DENSE_TASKS``).
     ``adapter_kwargs`` add adapter-config fields (e.g. ``n_up``, ``temperature`` for
-    MTL-LoRA); ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``embed_dim``, ``depths``,
+    MTL-LoRA); ``task_pass`` (MTL-LoRA): its per-task backbone passes as one batched pass
+    (``"batched"``) or one after another (``"sequential"``); ``timm_kwargs`` go to
+    ``timm.create_model`` (e.g. ``embed_dim``, ``depths``,
     ``num_heads`` for a small Swin)."""
     method = resolve_method(method, DENSE_METHODS)
     tasks = tuple(tasks)
@@ -391,6 +414,6 @@ def create_multitask_swin(
         inject(backbone, config)
         for layer in routed_layers(backbone):
             layer.fold_batch = True  # window attention folds (B · windows) into the batch dim
-    swin = MultiTaskSwin(backbone, tasks, outputs, method)
+    swin = MultiTaskSwin(backbone, tasks, outputs, method, task_pass=task_pass)
     _set_trainable(swin, method)
     return swin

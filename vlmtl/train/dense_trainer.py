@@ -78,7 +78,7 @@ def build_dense_model(cfg: DenseTrainConfig) -> MultiTaskSwin:
     model = create_multitask_swin(
         cfg.model, tasks=cfg.tasks, method=cfg.method, img_size=cfg.img_size, pretrained=cfg.pretrained,
         r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, r_task=cfg.r_task, scale=cfg.scale,
-        mtlora_plus=cfg.mtlora_plus, drop_path_rate=cfg.drop_path_rate, **cfg.timm_kwargs,
+        mtlora_plus=cfg.mtlora_plus, drop_path_rate=cfg.drop_path_rate, task_pass=cfg.task_pass, **cfg.timm_kwargs,
     )
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model
