@@ -1,10 +1,43 @@
-"""BLEU-4 and CIDEr-D on tiny corpora computed by hand."""
+"""BLEU-4 and CIDEr-D on tiny corpora computed by hand, and against pycocoevalcap (PTB tokenizer + Bleu(4) + Cider)
+when java is on the PATH (then pycocoevalcap, part of the ``test`` extra, must be installed too)."""
 
 import math
+import os
+import shutil
 
 import pytest
 
-from vlmtl.metrics import bleu4, cider, tokenize_caption
+from vlmtl.metrics import bleu4, caption_tokenizer, captioning, cider, tokenize_caption, tokenize_captions
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs java")
+
+# Punctuation, contractions, possessives, hyphens, quotes (ASCII and typographic), brackets, numbers, symbols,
+# line breaks inside a caption, an empty caption and one of punctuation only.
+TRICKY = [
+    'A Dog, running!  "fast"; (really):',
+    "It's 3.5 feet.",
+    "a t-shirt - red",
+    "don't can't won't I'm we're they've",
+    "the dog's ball and the dogs' bowls",
+    "1,000 people at 10:30 p.m. on 12/25/2019",
+    "U.S.A. flag",
+    "a 'quoted' word and ``another''",
+    "a \u201cfancy\u201d quote \u2019s",
+    "caf\u00e9 na\u00efve \u4e2d\u6587",
+    "well-known 5-year-old x--y -dash- e-mail",
+    "wait... what?!",
+    "cost $5 & 50% off",
+    "a/b test #1 @home <angle> [bracket] {brace}",
+    "Mr. Smith's  car",
+    "cannot gonna wanna",
+    "multi\nline",
+    "tab\there",
+    "trailing   ",
+    "3.14, 2.5. and 1,5",
+    "'tis o'clock rock'n'roll",
+    "",
+    "...",
+]
 
 
 def test_tokenize_caption():
@@ -100,3 +133,101 @@ def test_cider_properties_and_errors():
         cider({1: "x"}, {1: ["x"], 2: ["y"]})
     with pytest.raises(ValueError, match="empty"):
         cider({1: "x"}, {1: []})
+
+
+@pytest.fixture
+def python_only(monkeypatch):
+    """No java on the PATH: the caption metrics must fall back to the pure-Python tokenizer."""
+    monkeypatch.delenv(captioning.TOKENIZER_ENV, raising=False)
+    monkeypatch.setattr(captioning.shutil, "which", lambda *args, **kwargs: None)
+
+
+@needs_java
+def test_ptb_tokenizer_is_used_and_equals_pycocoevalcap(tmp_path, monkeypatch):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    monkeypatch.delenv(captioning.TOKENIZER_ENV, raising=False)
+    assert caption_tokenizer() == "ptb"
+    captions = {i: [c] for i, c in enumerate(TRICKY)} | {"many": TRICKY[:5]}
+    official = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    # Ours writes its temporary file to the temp directory, not into pycocoevalcap's folder, from any cwd.
+    package_dir = os.path.dirname(captioning._ptb()[0])
+    before = sorted(os.listdir(package_dir))
+    monkeypatch.setattr(captioning.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    captioning._tokenize_all.cache_clear()
+    assert tokenize_captions(captions) == official
+    assert sorted(os.listdir(package_dir)) == before and os.listdir(tmp_path) == []
+    assert official[1] == ["it 's 3.5 feet"] and official[3] == ["do n't ca n't wo n't i 'm we 're they 've"]
+
+
+@needs_java
+def test_ptb_line_breaks_inside_captions_keep_alignment():
+    # pycocoevalcap writes one caption per line and only replaces "\n": "\r", "\u2028", ... would shift the
+    # following captions onto other images. Here they are spaces.
+    captions = {0: ["a\rb"], 1: ["c\u2028d", "e\x0cf\x85g"], 2: ["h\r\ni"], 3: ["j"]}
+    assert tokenize_captions(captions, tokenizer="ptb") == {0: ["a b"], 1: ["c d", "e f g"], 2: ["h i"], 3: ["j"]}
+
+
+@needs_java
+def test_bleu4_and_cider_equal_pycocoevalcap(monkeypatch):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    monkeypatch.delenv(captioning.TOKENIZER_ENV, raising=False)
+    references = {
+        1: ["A man riding a horse on the beach.", "A person rides a brown horse near the ocean!",
+            "Man on horseback, by the sea"],
+        2: ["Two dogs playing with a frisbee in the park.", "two dogs' frisbee game (outdoors)"],
+        3: ["It's a 5-year-old boy eating a hot-dog.", "a young boy eats a hot dog", "A kid's lunch: a hot dog."],
+        4: ["A kitchen with a stove, a sink and a refrigerator.", "A small kitchen; white cabinets."],
+        5: ["A red double-decker bus on a city street", "A bus that's red drives down the road ..."],
+    }
+    candidates = {1: "a man riding a horse on a beach", 2: "Two dogs play frisbee in a park!",
+                  3: "a boy eating a hot dog.", 4: "a kitchen with a stove and a sink", 5: "a red bus , on the road"}
+    # COCOEvalCap.evaluate: tokenize references and candidates, then score the token strings.
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": c}] for k, c in candidates.items()})
+    official_bleu = Bleu(4).compute_score(gts, res, verbose=0)[0][3]
+    official_cider = Cider().compute_score(gts, res)[0]
+    assert 0 < official_bleu < 1 and 0 < official_cider
+    assert bleu4(candidates, references) == pytest.approx(official_bleu, abs=1e-6)
+    assert cider(candidates, references) == pytest.approx(official_cider, abs=1e-6)
+    # The fallback tokenizer gives other tokens ("it 's" vs "its", "that 's" vs "thats") and so other scores.
+    assert bleu4(candidates, references, tokenizer="python") != pytest.approx(official_bleu, abs=1e-6)
+
+
+@needs_java
+def test_ptb_failure_is_an_error(monkeypatch):
+    monkeypatch.setattr(captioning.shutil, "which", lambda *args, **kwargs: "/bin/false")
+    captioning._tokenize_all.cache_clear()
+    with pytest.raises(RuntimeError, match="PTB tokenizer failed"):
+        tokenize_captions({0: "a dog"}, tokenizer="ptb")
+
+
+def test_python_fallback_without_java(python_only):
+    assert caption_tokenizer() == "python"
+    assert tokenize_captions({0: "It's a Dog!", 1: ["(a) t-shirt", "3.5 ft."]}) == {0: ["its a dog"],
+                                                                                  1: ["a t-shirt", "3.5 ft"]}
+    refs = {1: ["a man riding a horse", "a person on a horse"], 2: ["two birds on a wire"], 3: ["a bowl of soup"]}
+    cands = {1: "A man, riding a horse!", 2: "two birds on a wire.", 3: "a bowl of soup"}
+    assert bleu4(cands, refs) == pytest.approx(1.0, rel=1e-6)
+    assert cider(cands, refs) == pytest.approx(cider(cands, refs, tokenizer="python"))
+    with pytest.raises(RuntimeError, match="java"):
+        tokenize_captions({0: "a"}, tokenizer="ptb")
+
+
+def test_tokenizer_environment_variable(monkeypatch):
+    monkeypatch.setenv(captioning.TOKENIZER_ENV, "python")
+    assert caption_tokenizer() == "python"
+    monkeypatch.setenv(captioning.TOKENIZER_ENV, "spacy")
+    with pytest.raises(ValueError, match="spacy"):
+        caption_tokenizer()
+    monkeypatch.setenv(captioning.TOKENIZER_ENV, "ptb")
+    monkeypatch.setattr(captioning.shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(RuntimeError, match="java"):
+        caption_tokenizer()
+    with pytest.raises(ValueError, match="tokenizer"):
+        bleu4({0: "a"}, {0: ["a"]}, tokenizer="nltk")

@@ -5,6 +5,7 @@ synthetic dataset. Knows no model: tokenizer and image transform are passed in."
 from __future__ import annotations
 
 from .answers import AnswerVocab, default_normalize
+from .hf_datasets import open_hf_source, samples_from_hf, to_hf_dataset
 from .images import ImageLoadError, ImageTransform, load_image
 from .mixed import MultiTaskCollator, MultiTaskDataset, collate_common
 from .pascal import AnnotationLoadError, AugParams, PascalContextMT
@@ -20,6 +21,9 @@ __all__ = [
     "read_vqav2",
     "read_karpathy",
     "read_jsonl",
+    "samples_from_hf",
+    "to_hf_dataset",
+    "open_hf_source",
     "ImageLoadError",
     "load_image",
     "ImageTransform",

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .hf_datasets import IMAGE_REFERENCE, load_dataset_image
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -21,7 +23,10 @@ class ImageLoadError(ValueError):
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully (truncated files fail here, not later) and return RGB."""
+    """Decode ``path`` fully (truncated files fail here, not later) and return RGB. A path
+    starting ``hf-dataset://`` names a row of a saved Hugging Face dataset (``hf_datasets``)."""
+    if str(path).startswith(IMAGE_REFERENCE):
+        return load_dataset_image(str(path))
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")

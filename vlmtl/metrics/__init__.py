@@ -3,7 +3,7 @@
 Independent of the rest of vlmtl (no model or data code), so they can be tested and reused alone.
 """
 
-from .captioning import bleu4, cider, tokenize_caption
+from .captioning import bleu4, caption_tokenizer, cider, tokenize_caption, tokenize_captions
 from .dense import LOWER_IS_BETTER, PAPER_SINGLE_TASK, ConfusionMatrix, NormalsMeter, SaliencyMeter, delta_m
 from .retrieval import recall_at_k
 from .vqa import accuracy_by_answer_type, answer_soft_score, normalize_answer, vqa_accuracy, vqa_score
@@ -16,6 +16,8 @@ __all__ = [
     "answer_soft_score",
     "recall_at_k",
     "tokenize_caption",
+    "tokenize_captions",
+    "caption_tokenizer",
     "bleu4",
     "cider",
     "ConfusionMatrix",

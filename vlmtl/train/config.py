@@ -19,7 +19,7 @@ from vlmtl.data import STRATEGIES
 from vlmtl.paths import configs_dir
 from vlmtl.registry import GENERATIVE_TASKS, VL_BACKBONES, VL_METHODS, VL_TASKS, check_tasks, resolve_method
 
-VL_DATA = ("synthetic", "jsonl", "vqav2_karpathy")
+VL_DATA = ("synthetic", "jsonl", "vqav2_karpathy", "hf")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 VQAV2_KEYS = ("train_questions", "train_annotations", "train_images", "val_questions", "val_annotations",
               "val_images")
@@ -151,10 +151,15 @@ class VLTrainConfig(TrainConfig):
     n_up: int = 3
     temperature: float = 0.5
     lambda_type: str = "full"
-    # data: "synthetic", "jsonl" (train_file/val_file + image_dir), or "vqav2_karpathy"
+    # data: "synthetic", "jsonl" (train_file/val_file + image_dir), "vqav2_karpathy", or "hf" (a
+    # Hugging Face dataset: hf_dataset is a save_to_disk folder, an imagefolder folder, a JSON/JSONL
+    # file or {split: file}; image_dir for relative image paths)
     train_file: str | None = None
     val_file: str | None = None
     image_dir: str | None = None
+    hf_dataset: str | dict[str, str] | None = None
+    hf_train_split: str = "train"
+    hf_val_split: str = "validation"
     vqav2: dict[str, str] = field(default_factory=dict)  # train/val _questions, _annotations, _images
     karpathy: dict[str, str] = field(default_factory=dict)  # json, image_dir
     on_bad_image: str = "raise"
@@ -206,6 +211,13 @@ class VLTrainConfig(TrainConfig):
         """Each data mode reads its own options; one given to another mode is an error that
         says what that mode reads, rather than being ignored."""
         jsonl = [f for f in ("train_file", "val_file", "image_dir") if getattr(self, f)]
+        if self.data == "hf":
+            jsonl = [f for f in jsonl if f != "image_dir"]  # hf reads image_dir too (relative image paths)
+            if not self.hf_dataset:
+                raise ValueError("data 'hf' needs hf_dataset: a save_to_disk folder, an imagefolder folder, "
+                                 "a JSON/JSONL file or {split: file}")
+        elif self.hf_dataset:
+            raise ValueError(f"hf_dataset is read by data 'hf' only, not by data {self.data!r}")
         public = [f for f in ("vqav2", "karpathy") if getattr(self, f)]
         if jsonl and self.data != "jsonl":
             raise ValueError(

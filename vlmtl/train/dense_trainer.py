@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Subset
 from vlmtl import distributed
 from vlmtl.adapters import count_parameters
 from vlmtl.data import MultiTaskBatchSampler, PascalContextMT, write_synthetic_pascal
+from vlmtl.data.cache import cached_dataset
 from vlmtl.heads.dense import MultiTaskDenseLoss, loss_units
 from vlmtl.models.swin_mtlora import MultiTaskSwin, create_multitask_swin
 from vlmtl.registry import IGNORE_INDEX
 
-from .data_cache import cached_dataset
 from .dense_config import SYNTHETIC, DenseTrainConfig
 from .dense_eval import evaluate_dense
 from .engine import Job, Trainer, throughput

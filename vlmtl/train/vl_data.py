@@ -7,10 +7,19 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from vlmtl.data import Sample, read_jsonl, read_karpathy, read_vqav2, write_synthetic_dataset
+from vlmtl.data import (
+    Sample,
+    open_hf_source,
+    read_jsonl,
+    read_karpathy,
+    read_vqav2,
+    samples_from_hf,
+    write_synthetic_dataset,
+)
+from vlmtl.data.cache import cached_dataset
+from vlmtl.paths import cache_dir
 
 from .config import VLTrainConfig
-from .data_cache import cached_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,9 @@ def load_samples(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:
         image_dir = cfg.image_dir or str(Path(cfg.train_file).parent)
         train, val = read_jsonl(cfg.train_file, image_dir), read_jsonl(cfg.val_file, image_dir)
         source = f"{cfg.train_file} / {cfg.val_file}"
+    elif cfg.data == "hf":
+        train, val = _read_hf(cfg)
+        source = f"the Hugging Face dataset {cfg.hf_dataset}"
     else:
         train, val = _read_public(cfg)
         source = "VQAv2 + Karpathy files"
@@ -77,3 +89,15 @@ def _read_public(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:
             train += read_karpathy(k["json"], k["image_dir"], "train", task)
             val += read_karpathy(k["json"], k["image_dir"], "val", task)
     return train, val
+
+
+def _read_hf(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """The train and validation splits of ``cfg.hf_dataset`` as samples."""
+    splits = open_hf_source(cfg.hf_dataset)
+    missing = [s for s in (cfg.hf_train_split, cfg.hf_val_split) if s not in splits]
+    if missing:
+        raise ValueError(f"the Hugging Face dataset {cfg.hf_dataset} has no split(s) {missing}; it has "
+                         f"{list(splits)} (set hf_train_split / hf_val_split)")
+    cache = Path(cfg.data_root).expanduser() if cfg.data_root else cache_dir()
+    return tuple(samples_from_hf(splits[split], image_dir=cfg.image_dir, cache_dir=cache, name=split)
+                 for split in (cfg.hf_train_split, cfg.hf_val_split))

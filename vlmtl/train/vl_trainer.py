@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from vlmtl.adapters import count_parameters
 from vlmtl.data import AnswerVocab, MultiTaskBatchSampler, MultiTaskDataset
-from vlmtl.metrics import normalize_answer
+from vlmtl.metrics import caption_tokenizer, normalize_answer
 from vlmtl.models import create_multitask_clip, create_multitask_llava
 
 from .config import VLTrainConfig
@@ -77,7 +77,8 @@ def build_job(cfg: VLTrainConfig, model: VLModel, train_samples, answers: Answer
 def train_vl(cfg: VLTrainConfig) -> dict:
     """Train (resuming from a checkpoint when there is one), evaluate, write the run folder."""
     trainer = Trainer(cfg)
-    train_samples, val_samples = load_samples(cfg)
+    with trainer.accelerator.main_process_first():  # one process writes a data set into the cache
+        train_samples, val_samples = load_samples(cfg)
     answers = None
     if "vqa" in cfg.tasks and cfg.backbone != "llava":  # the classifier head's answer vocabulary
         answers = AnswerVocab.build([s for s in train_samples if s.task == "vqa"], top_k=cfg.answer_top_k,
@@ -100,6 +101,7 @@ def train_vl(cfg: VLTrainConfig) -> dict:
         "method": cfg.method,
         "tasks": cfg.tasks,
         "metrics": metrics,
+        **({"caption_tokenizer": caption_tokenizer()} if "caption" in cfg.tasks else {}),  # "ptb" or "python"
         "trainable_parameters": trainable,
         "trainable_backbone_parameters": trainable_backbone,
         "total_parameters": total,

@@ -1,4 +1,5 @@
-"""Generated data sets, written once and reused: the synthetic VL and PASCAL_MT sets.
+"""Data sets written once into the cache and reused: the synthetic VL and PASCAL_MT sets, and
+Hugging Face datasets saved to disk so their image bytes can be read row by row.
 
 A set is written into a staging folder and renamed into place with its spec file last,
 so a crash (or SIGKILL) never leaves half a set that a later run would take as whole.
