@@ -9,7 +9,7 @@ import peft
 import pytest
 import torch
 
-from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, inject
+from vlmtl.adapters import LoRAConfig, MTLLoRAConfig, inject, use_tasks
 from vlmtl.adapters.peft_export import export_peft, export_peft_all
 from vlmtl.models import MultiTaskCLIP, tower_target_regex
 
@@ -134,3 +134,32 @@ def test_a_peft_lora_adapter_starts_vlmtl_lora(tmp_path, clip_inputs):
     (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps({**document, "use_dora": True}))
     with pytest.raises(ValueError, match="use_dora"):
         import_peft(make_hf_clip(seed=5), tmp_path / "peft")
+
+
+def test_open_clip_takes_an_exported_mlp_adapter_through_peft_injection(tmp_path):
+    """open_clip models are plain nn.Modules: PEFT's inject_adapter_in_model plus
+    set_peft_model_state_dict give them an exported task (MLP targets) with vlmtl's outputs."""
+    import copy
+
+    import peft
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    plain = make_open_clip()
+    model = copy.deepcopy(plain)
+    inject(model, MTLLoRAConfig(tasks=TASKS, r=4, target_modules=r".*mlp\.(c_fc|c_proj)$"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    export_peft(model, "vqa", tmp_path / "vqa")
+    taken = peft.inject_adapter_in_model(peft.LoraConfig.from_pretrained(str(tmp_path / "vqa")), plain)
+    loaded = peft.set_peft_model_state_dict(taken, load_file(str(tmp_path / "vqa" / "adapter_model.safetensors")))
+    assert not loaded.unexpected_keys
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), use_tasks(model.eval(), "vqa"):
+        expected = model.encode_image(images)
+    with torch.no_grad():
+        got = taken.eval().encode_image(images)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, make_open_clip().eval().encode_image(images), atol=1e-3)
