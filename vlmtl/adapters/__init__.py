@@ -3,6 +3,7 @@
 Knows nothing of models or data: it works on any ``nn.Module``.
 """
 
+from .add_task import add_task
 from .config import AdapterConfig, LoRAConfig, MTLLoRAConfig, MTLoRAConfig
 from .inject import adapted_module_names, count_parameters, get_config, inject, print_trainable_parameters
 from .io import load_adapters, save_adapters
@@ -38,4 +39,5 @@ __all__ = [
     "export_peft",
     "export_peft_all",
     "import_peft",
+    "add_task",
 ]

@@ -106,7 +106,13 @@ def task_index(task: str | int, task_names: Sequence[str] | None, num_tasks: int
 
 
 def _in_backward() -> bool:
-    """True while the autograd engine runs (e.g. a checkpointed forward being recomputed)."""
+    """True while the autograd engine runs (e.g. a checkpointed forward being recomputed).
+
+    False while torch.compile traces: Dynamo cannot read the engine's state (a graph break),
+    and a compiled graph that contains the checkpoint (Dynamo traces ``checkpoint``) recomputes
+    in backward from the graph, without re-running this Python."""
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._current_graph_task_id() != -1
 
 
@@ -138,7 +144,10 @@ class TaskRoutedMixin:
                 "or call a MultiTaskModel with task_ids=..."
             )
         # A new tuple (not an in-place append): DataParallel replicas share __dict__ values.
-        self._history = self._history[-(_HISTORY - 1):] + (routing,)
+        # Not while torch.compile traces: a compiled graph recomputes checkpointed forwards
+        # without re-running Python, and a growing tuple would recompile it at every length.
+        if not torch.compiler.is_compiling():
+            self._history = self._history[-(_HISTORY - 1):] + (routing,)
         return routing
 
     def per_row_ids(self, routing: TaskRouting, rows: int, device: torch.device) -> torch.Tensor:

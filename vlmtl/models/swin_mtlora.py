@@ -289,6 +289,8 @@ class MultiTaskSwin(nn.Module):
             return feats
         n = images.shape[0]
         task_ids = torch.arange(len(self.tasks), device=images.device).repeat_interleave(n)
+        for layer in routed_layers(self.backbone):  # here, so adapters loaded later fold too
+            layer.fold_batch = True  # window attention folds (B · windows) into the batch dim
         with use_tasks(self.backbone, task_ids):
             stacked = self._stages(images.repeat(len(self.tasks), 1, 1, 1))[0]
         return {t: [f[i * n : (i + 1) * n] for f in stacked] for i, t in enumerate(self.tasks)}
@@ -412,8 +414,6 @@ def create_multitask_swin(
                                  dropout=dropout, r_task=r_task, scale=scale, **(adapter_kwargs or {}))
     if config is not None:
         inject(backbone, config)
-        for layer in routed_layers(backbone):
-            layer.fold_batch = True  # window attention folds (B · windows) into the batch dim
     swin = MultiTaskSwin(backbone, tasks, outputs, method, task_pass=task_pass)
     _set_trainable(swin, method)
     return swin
