@@ -82,7 +82,8 @@ def main() -> None:
     sampler = MultiTaskBatchSampler(dataset.task_of_each_index, args.batch_size, seed=args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
                         collate_fn=MultiTaskCollator(tokenizer), generator=torch.Generator().manual_seed(args.seed))
-    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training CLIP"))
+    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training CLIP",
+                            loss_counts=model.loss_counts))
     recall = evaluate_retrieval(model.eval(), val, transform, device=trainer.device)
     logging.info("held-out zero-shot retrieval: %s", {k: round(v, 1) for k, v in recall.items()})
     trainer.write_run({"held_out_zero_shot_retrieval": recall})

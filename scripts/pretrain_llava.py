@@ -79,7 +79,8 @@ def main() -> None:
     sampler = MultiTaskBatchSampler(dataset.task_of_each_index, args.batch_size, seed=args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, collate_fn=model.collator(),
                         generator=torch.Generator().manual_seed(args.seed))
-    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training LLaVA"))
+    model = trainer.fit(Job(model=model, loader=loader, step=lambda m, batch: m(batch), title="pre-training LLaVA",
+                            loss_counts=model.loss_counts))
 
     # greedy captions of the held-out scenes, scored as train_vl.py scores its validation captions
     scores = evaluate_llava(model.eval(), val, "caption", max_new_tokens=48, device=trainer.device)
