@@ -124,6 +124,9 @@ def global_batch_loss(losses: Losses, counts: dict[str, float], weight: Callable
     parameters are found unused) nor dilutes the others' gradient. One all-reduce of
     ``2 × len(tasks)`` numbers per step. In one process: ``Σ weight(t) · loss_t``."""
     unknown = sorted(set(losses) - set(tasks))
+    uncounted = sorted(set(losses) - set(counts))
+    if uncounted:
+        raise ValueError(f"loss_counts gave no count for the losses of {uncounted}")
     if unknown:
         raise ValueError(f"the step returned losses for {unknown}, which are not among the run's tasks {tasks}")
     local = torch.zeros(2 * len(tasks), dtype=torch.float64)
@@ -273,6 +276,17 @@ class Trainer:
             logger.warning("the ranks' trained weights differ: %s", self.replica_digests)
         return model
 
+    def _skip_empty(self, size: int) -> bool:
+        """Whether to skip a batch with no sample left (e.g. every image unreadable). Ranks
+        decide together: one rank skipping alone would leave the others waiting for it."""
+        if self.world_size == 1:
+            return size == 0
+        empty = int(distributed.all_reduce_sum(torch.tensor(int(size == 0))))
+        if 0 < empty < self.world_size:
+            raise RuntimeError(f"{empty} of {self.world_size} ranks have a batch with no usable sample (all its "
+                               "images unreadable?): data-parallel steps need every rank; fix or drop those images")
+        return empty == self.world_size
+
     def _check_distributed_setup(self) -> None:
         kind = self.accelerator.distributed_type
         if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED) and self.cfg.save_every:
@@ -297,7 +311,7 @@ class Trainer:
                 progress.batches_in_epoch += 1
                 progress.bad_images += int(batch.get("bad_images", 0))
                 size = job.batch_size(batch)
-                if size == 0:
+                if self._skip_empty(size):
                     continue
                 batch = to_device(batch, device)
                 synchronize(device)
