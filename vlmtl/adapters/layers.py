@@ -226,7 +226,7 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
         inplace = self._add_inplace_ok(out)
         if routing.uniform is not None:
             if routing.ids is not None and x.dim() > 1:
-                self.per_row_ids(routing, x.shape[0], x.device)  # length check only
+                self.rows_per_sample(routing, x.shape[0])  # length check only
             delta_out = out.reshape(-1, self.out_features)
             h2 = h.reshape(-1, self.r)
             if inplace:

@@ -69,21 +69,29 @@ def resolve_task_ids(task_ids: TaskIds, task_names: Sequence[str] | None, num_ta
             return TaskRouting(ids=None, uniform=task_index(int(task_ids), task_names, num_tasks))
         if task_ids.dim() != 1:
             raise ValueError(f"task ids must be 1-D (one per sample), got shape {tuple(task_ids.shape)}")
-        ids = task_ids.detach().to("cpu", torch.long)
+        on_device = task_ids.detach().to(torch.long)
+        ids = on_device.to("cpu")
         if ids.numel() == 0:
             raise ValueError("task ids are empty: give one task id per sample")
         bad = (ids < 0) | (ids >= num_tasks)
         if bool(bad.any()):
             first = int(ids[bad][0])
             raise ValueError(f"task id {first} out of range for {num_tasks} tasks {list(task_names or [])}")
+        if on_device.device != ids.device:  # the layers on that device read these: no copy back
+            return _routing_of(ids, {on_device.device: on_device})
     else:
         values = list(task_ids)
         if not values:
             raise ValueError("task ids are empty: give one task id per sample")
         ids = torch.tensor([task_index(v, task_names, num_tasks) for v in values], dtype=torch.long)
+    return _routing_of(ids)
+
+
+def _routing_of(ids: torch.Tensor, on_device: dict[torch.device, torch.Tensor] | None = None) -> TaskRouting:
+    """The routing of validated CPU ids, seeded with copies already on other devices."""
     first = int(ids[0])
     uniform = first if bool((ids == first).all()) else None
-    return TaskRouting(ids=ids, uniform=uniform)
+    return TaskRouting(ids=ids, uniform=uniform, _on_device=dict(on_device or {}))
 
 
 def task_index(task: str | int, task_names: Sequence[str] | None, num_tasks: int) -> int:
@@ -150,18 +158,25 @@ class TaskRoutedMixin:
             self._history = self._history[-(_HISTORY - 1):] + (routing,)
         return routing
 
-    def per_row_ids(self, routing: TaskRouting, rows: int, device: torch.device) -> torch.Tensor:
-        """One task id per row of the layer input's leading dimension."""
-        ids = routing.ids_on(device)
-        batch = ids.numel()
+    def rows_per_sample(self, routing: TaskRouting, rows: int) -> int:
+        """How many consecutive rows of the layer input's leading dimension each task id covers
+        (1, or k under ``fold_batch``); checks the length from the ids' shape, reading no values."""
+        batch = routing.ids.numel()
         if rows == batch:
-            return ids
+            return 1
         if self.fold_batch and rows % batch == 0:
-            return ids.repeat_interleave(rows // batch)
+            return rows // batch
         raise ValueError(
             f"{batch} task ids do not match this layer's batch of {rows} samples "
             f"({type(self).__name__}; give exactly one task id per sample)"
         )
+
+    def per_row_ids(self, routing: TaskRouting, rows: int, device: torch.device) -> torch.Tensor:
+        """One task id per row of the layer input's leading dimension."""
+        repeats = self.rows_per_sample(routing, rows)
+        ids = routing.ids_on(device)
+        # A Python-int repeat count: the output size is known, no device-to-host read.
+        return ids if repeats == 1 else ids.repeat_interleave(repeats)
 
 
 def routed_layers(module: nn.Module) -> Iterator[TaskRoutedMixin]:
