@@ -51,7 +51,8 @@ class TaskRouting:
         cached = self._on_device.get(device)
         if cached is None:
             cached = self.ids.to(device, non_blocking=True)
-            self._on_device[device] = cached
+            if not torch.compiler.is_compiling():  # Dynamo cannot keep this side effect inside a checkpoint
+                self._on_device[device] = cached
         return cached
 
 

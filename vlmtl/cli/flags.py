@@ -31,7 +31,12 @@ HELP: dict[str, str] = {
     "max_steps": "optimizer steps (null: run `epochs` epochs)",
     "eval_max_samples": "per task (quick checks)",
     "threads": "torch CPU threads (default: torch's setting)",
+    "add_task": "a task to add to the trained MTL-LoRA CLIP run --from RUN_DIR (its tasks + this one in --tasks)",
+    "from_run": "the run folder that --add-task extends",
 }
+
+
+ALIASES: dict[str, tuple[str, ...]] = {"from_run": ("--from",)}
 
 
 def _parse_value(annotation: str):
@@ -63,14 +68,14 @@ def config_parser(cls: type[TrainConfig], methods: tuple[str, ...], tasks: tuple
     parser.add_argument("--config", help=f"YAML file of options (flags override it); default: configs/{default_file}")
     choices = {**CHOICES, "method": methods}
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ("--" + f.name.replace("_", "-"), *ALIASES.get(f.name, ()))
         help_text = HELP.get(f.name, "")
         if f.name == "tasks":
             help_text = f"comma-separated, of: {','.join(tasks)}"
         if f.name in choices:
-            parser.add_argument(flag, dest=f.name, choices=list(choices[f.name]), help=help_text or None)
+            parser.add_argument(*flags, dest=f.name, choices=list(choices[f.name]), help=help_text or None)
         else:
-            parser.add_argument(flag, dest=f.name, type=_parse_value(str(f.type)), help=help_text or None,
+            parser.add_argument(*flags, dest=f.name, type=_parse_value(str(f.type)), help=help_text or None,
                                 metavar=f.name.upper())
     return parser
 

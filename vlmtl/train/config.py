@@ -179,6 +179,10 @@ class VLTrainConfig(TrainConfig):
     num_beams: int = 1
     max_new_tokens: int = 48  # llava: generation length cap (captions here are at most 40 words)
     eval_max_samples: int | None = None
+    # extend a trained MTL-LoRA CLIP run (from_run, flag --from) with the task add_task
+    add_task: str | None = None
+    from_run: str | None = None
+    train_shared: bool = False  # add_task: train the shared A and B too (the old tasks then change)
     output: str = "runs/vl"
 
     @classmethod
@@ -206,6 +210,8 @@ class VLTrainConfig(TrainConfig):
         if self.data not in VL_DATA:
             raise ValueError(f"unknown data {self.data!r}; choose one of {list(VL_DATA)}")
         self._check_data_options()
+        if bool(self.add_task) != bool(self.from_run):
+            raise ValueError("add_task and from_run (--add-task NAME --from RUN_DIR) go together")
 
     def _check_data_options(self) -> None:
         """Each data mode reads its own options; one given to another mode is an error that

@@ -48,21 +48,35 @@ class VLMultiTaskModel(nn.Module):
                  head_dropout: float = 0.1, local_loss: bool = False, gather_with_grad: bool = True) -> None:
         super().__init__()
         self.clip = clip
-        self.tasks = list(tasks)
+        self.tasks: list[str] = []
         self.heads = nn.ModuleDict()
-        if "retrieval" in self.tasks:
-            self.heads["retrieval"] = RetrievalHead(local_loss=local_loss, gather_with_grad=gather_with_grad)
-        if "vqa" in self.tasks:
+        self.head_options = dict(caption_layers=caption_layers, caption_heads=caption_heads,
+                                 max_caption_len=max_caption_len, head_dropout=head_dropout, local_loss=local_loss,
+                                 gather_with_grad=gather_with_grad)
+        for task in tasks:
+            self.add_head(task, num_answers)
+
+    def add_head(self, task: str, num_answers: int = 0) -> nn.Module:
+        """A new head for ``task`` (appended to ``tasks``), built with this model's head options."""
+        o = self.head_options
+        if task == "retrieval":
+            head = RetrievalHead(local_loss=o["local_loss"], gather_with_grad=o["gather_with_grad"])
+        elif task == "vqa":
             if num_answers <= 0:
                 raise ValueError("the vqa head needs an answer vocabulary (num_answers > 0)")
-            self.heads["vqa"] = VQAHead(clip.embed_dim, num_answers, dropout=head_dropout)
-        if "caption" in self.tasks:
-            ids = special_token_ids(clip.tokenizer)
-            self.heads["caption"] = CaptionDecoder(
-                ids["vocab_size"], embed_dim=clip.image_token_dim, context_dim=clip.image_token_dim,
-                num_layers=caption_layers, num_heads=caption_heads, max_len=max_caption_len,
-                pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"], dropout=head_dropout,
+            head = VQAHead(self.clip.embed_dim, num_answers, dropout=o["head_dropout"])
+        elif task == "caption":
+            ids = special_token_ids(self.clip.tokenizer)
+            head = CaptionDecoder(
+                ids["vocab_size"], embed_dim=self.clip.image_token_dim, context_dim=self.clip.image_token_dim,
+                num_layers=o["caption_layers"], num_heads=o["caption_heads"], max_len=o["max_caption_len"],
+                pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"], dropout=o["head_dropout"],
             )
+        else:
+            raise ValueError(f"no head for task {task!r}; CLIP heads exist for vqa, retrieval, caption")
+        self.tasks.append(task)
+        self.heads[task] = head
+        return head
 
     @property
     def adapted(self) -> nn.Module:

@@ -76,6 +76,10 @@ def build_job(cfg: VLTrainConfig, model: VLModel, train_samples, answers: Answer
 
 def train_vl(cfg: VLTrainConfig) -> dict:
     """Train (resuming from a checkpoint when there is one), evaluate, write the run folder."""
+    if cfg.add_task:
+        from .vl_add_task import extend_run  # it builds on this module
+
+        return extend_run(cfg)
     trainer = Trainer(cfg)
     with trainer.accelerator.main_process_first():  # one process writes a data set into the cache
         train_samples, val_samples = load_samples(cfg)

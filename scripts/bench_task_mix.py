@@ -1,0 +1,290 @@
+"""Benchmark what mixing tasks in one batch costs an MTL-LoRA adapted model's training step.
+
+    python scripts/bench_task_mix.py                   # open_clip ViT-B-16 image tower, batch 16, 8 tasks, 3 rounds
+    python scripts/bench_task_mix.py --model default   # the embedded tiny CLIP (a quick check)
+    python scripts/bench_task_mix.py --device cuda
+
+One model: open_clip ViT-B-16 built with random weights (pretrained=None, nothing downloaded),
+MTL-LoRA (``create_multitask_clip(method="mtl_lora")``, r=8, n_up=3) on every image-tower block's
+attention (fused in_proj and out_proj) and MLP (c_fc, c_proj), with 8 tasks configured; base
+weights frozen, the text tower left out. A step: ``encode_image`` on one batch (16 images at
+224², 197 tokens of width 768), a loss, backward (gradients of the adapters only; no optimizer).
+
+Mixes, all at the same batch size: the batch's per-sample task ids (a tensor) cycle through the
+first k of the 8 tasks, k = 1, 2, 4, 8 (``ids = arange(batch) % k``). k = 1 is the baseline: one
+task for the whole batch, which the layers run as one matmul (the single-task path); k > 1 takes
+the mixed path (per-sample up-projections, a batched matmul). Every ratio is mix / single-task.
+
+Interleaved rounds: each round times every mix ``--repeats`` times, one step of each mix in turn
+(the order rotated one place per round, so no mix always runs first); the reported time is the
+median over all rounds' steps with the min-max spread; the ratio, per round the mix's median step
+over the single-task median step, is the median (min-max) of the per-round ratios. Memory (no subprocess needed: the same model): the bytes of every tensor
+autograd saves for backward plus the output (what training keeps alive between forward and
+backward), counted by storage; on CUDA also the peak allocated during the step.
+Before timing, each mix's rows of task 0 are checked against the single-task batch's (a sample's
+output must not depend on the other samples' tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+MODELS = {"vit-b-16": "ViT-B-16", "default": None}
+MIB = 2**20
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="vit-b-16")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-tasks", type=int, default=8, help="tasks configured in the model")
+    parser.add_argument("--mixes", default="1,2,4,8", help="comma-separated numbers of tasks in the batch; 1 is "
+                                                           "the baseline (added where missing)")
+    parser.add_argument("--r", type=int, default=8)
+    parser.add_argument("--n-up", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per mix and round")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); 1 by default: on a small shared CPU box more "
+                             "threads mostly wait at OpenMP barriers and the numbers drift with the neighbours")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("runs/bench_task_mix.json"))
+    args = parser.parse_args(argv)
+    try:
+        mixes = sorted({int(m) for m in args.mixes.split(",") if m.strip()} | {1})
+    except ValueError:
+        parser.error(f"--mixes must be integers, got {args.mixes!r}")
+    if mixes[0] < 1 or mixes[-1] > min(args.num_tasks, args.batch_size):
+        parser.error(f"every mix must be between 1 and min(--num-tasks, --batch-size), got {mixes}")
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
+    args.mixes = mixes
+    return args
+
+
+def build(args: argparse.Namespace):
+    """(adapted MultiTaskCLIP, images, info); the model in training mode, base frozen."""
+    from vlmtl import create_multitask_clip
+    from vlmtl.adapters.layers import MTLLoRALinear
+
+    torch.manual_seed(args.seed)
+    tasks = [f"task{i}" for i in range(args.num_tasks)]
+    clip = create_multitask_clip(MODELS[args.model], tasks=tasks, method="mtl_lora", backbone="open_clip",
+                                 r=args.r, n_up=args.n_up, text_targets=[])
+    device = torch.device(args.device)
+    clip.to(device).train()
+    layers = [m for m in clip.backbone.visual.modules() if isinstance(m, MTLLoRALinear)]
+    with torch.no_grad():  # B starts at zero: give every task a different, non-zero update
+        for layer in layers:
+            layer.B.normal_(std=0.02)
+            layer.Lambda.add_(0.1 * torch.randn_like(layer.Lambda))
+    trainable = [n for n, p in clip.backbone.named_parameters() if p.requires_grad]
+    if not trainable or any(not n.endswith((".A", ".B", ".Lambda", ".w")) for n in trainable):
+        raise RuntimeError(f"only the adapters should train, got {trainable[:5]}")
+    visual = clip.backbone.visual
+    size = visual.image_size
+    size = int(size[0] if isinstance(size, tuple | list) else size)
+    g = torch.Generator().manual_seed(args.seed)
+    images = torch.randn(args.batch_size, 3, size, size, generator=g).to(device)
+    patch = visual.conv1.kernel_size[0]
+    info = {
+        "image_size": size,
+        "tokens": (size // patch) ** 2 + 1,
+        "width": int(visual.transformer.width),
+        "blocks": len(visual.transformer.resblocks),
+        "adapted_linears": len(layers),
+        "parameters": sum(p.numel() for p in visual.parameters()),
+        "trainable_parameters": sum(p.numel() for p in visual.parameters() if p.requires_grad),
+        "tasks": tasks,
+    }
+    return clip, images, info
+
+
+def task_ids(batch: int, mix: int, device: torch.device) -> torch.Tensor:
+    return (torch.arange(batch) % mix).to(device)
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the output plus the distinct storages autograd saves for backward."""
+    storages: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        storages[(t.device.type, storage.data_ptr())] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    storages[(out.device.type, out.untyped_storage().data_ptr())] = out.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} given but CUDA is not available")
+    start = time.perf_counter()
+    clip, images, info = build(args)
+    params = [p for p in clip.parameters() if p.requires_grad]
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def forward(mix: int) -> torch.Tensor:
+        return clip.encode_image(images, task_ids=task_ids(args.batch_size, mix, device))
+
+    def step(mix: int) -> float:
+        for p in params:
+            p.grad = None
+        sync()
+        t0 = time.perf_counter()
+        loss = forward(mix).float().square().mean()
+        loss.backward()
+        sync()
+        elapsed = time.perf_counter() - t0
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss is not finite with {mix} tasks: {loss.item()}")
+        return elapsed
+
+    # Check, and warm up: a sample's output depends on its own task only.
+    with torch.no_grad():
+        outputs = {mix: forward(mix) for mix in args.mixes}
+    checks = {}
+    for mix in args.mixes:
+        rows = task_ids(args.batch_size, mix, device) == 0
+        diff = (outputs[mix][rows] - outputs[1][rows]).abs().max().item()
+        scale = outputs[1].abs().max().item()
+        checks[mix] = diff
+        if diff > 1e-4 * max(scale, 1.0):
+            raise RuntimeError(f"with {mix} tasks the rows of task 0 differ from the single-task batch by {diff}")
+        if mix > 1:
+            other = task_ids(args.batch_size, mix, device) == 1
+            if torch.allclose(outputs[mix][other], outputs[1][other]):
+                raise RuntimeError(f"with {mix} tasks the rows of task 1 equal task 0's: tasks are not routed")
+    for mix in args.mixes:
+        step(mix)
+
+    memory = {mix: saved_bytes(lambda mix=mix: forward(mix)) for mix in args.mixes}
+    peak = {}
+    if cuda:
+        for mix in args.mixes:
+            for p in params:
+                p.grad = None
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            forward(mix).float().square().mean().backward()
+            torch.cuda.synchronize()
+            peak[mix] = torch.cuda.max_memory_allocated() - before
+
+    times: dict[int, list[float]] = {mix: [] for mix in args.mixes}
+    per_round: dict[int, list[float]] = {mix: [] for mix in args.mixes}
+    for r in range(args.rounds):
+        order = args.mixes[r % len(args.mixes):] + args.mixes[:r % len(args.mixes)]
+        this_round: dict[int, list[float]] = {mix: [] for mix in args.mixes}
+        for _ in range(args.repeats):
+            for mix in order:
+                this_round[mix].append(step(mix))
+        for mix in args.mixes:
+            times[mix].extend(this_round[mix])
+            per_round[mix].append(statistics.median(this_round[mix]))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{mix} task{'s' if mix > 1 else ''} {statistics.median(this_round[mix]):.3f} s" for mix in args.mixes),
+            file=sys.stderr)
+
+    results = {}
+    base = statistics.median(times[1])
+    for mix in args.mixes:
+        ratios = [t / b for t, b in zip(per_round[mix], per_round[1], strict=True)]
+        results[str(mix)] = {
+            "step_s": summary(times[mix]),
+            "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                      "per_round": ratios, "of_medians": statistics.median(times[mix]) / base},
+            "saved_bytes": memory[mix],
+            "saved_ratio": memory[mix] / memory[1],
+            "peak_allocated_bytes": peak.get(mix),
+            "max_abs_diff_task0_rows": checks[mix],
+        }
+    return {
+        "model": args.model, "setup": info, "batch_size": args.batch_size, "num_tasks": args.num_tasks,
+        "mixes": args.mixes, "r": args.r, "n_up": args.n_up, "rounds": args.rounds, "repeats": args.repeats,
+        "device": args.device, "threads": torch.get_num_threads(), "cpu": cpu_model(), "nproc": os.cpu_count(),
+        "torch": torch.__version__, "python": platform.python_version(), "results": results,
+        "ratio_step_time": {str(m): results[str(m)]["ratio"]["median"] for m in args.mixes},
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "wall_s": time.perf_counter() - start,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def spread(s: dict, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
+    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
+    return f"{med} ({lo}–{hi})"
+
+
+def report(doc: dict) -> str:
+    s = doc["setup"]
+    cuda = any(r["peak_allocated_bytes"] is not None for r in doc["results"].values())
+    lines = [
+        f"{doc['model']} image tower ({s['blocks']} blocks, width {s['width']}, {s['tokens']} tokens; "
+        f"{s['adapted_linears']} MTL-LoRA linears, r={doc['r']}, n_up={doc['n_up']}, {doc['num_tasks']} tasks "
+        f"configured; {s['parameters']:,} parameters, {s['trainable_parameters']:,} trainable), batch "
+        f"{doc['batch_size']} at {s['image_size']}², forward+backward, float32 on {doc['device']} "
+        f"({doc['threads']} threads, {doc['cpu']}, nproc {doc['nproc']}); median (min–max) of {doc['rounds']} "
+        f"interleaved rounds × {doc['repeats']} steps",
+        "",
+        "| tasks in the batch | step time (s) | time / single-task | autograd saved (MiB) | saved / single-task |"
+        + (" peak allocated (MiB) |" if cuda else ""),
+        "|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
+    ]
+    for mix in doc["mixes"]:
+        r = doc["results"][str(mix)]
+        row = (f"| {mix} | {spread(r['step_s'])} | {spread(r['ratio'])} | {r['saved_bytes'] / MIB:.1f} | "
+               f"{r['saved_ratio']:.3f} |")
+        if cuda:
+            row += f" {r['peak_allocated_bytes'] / MIB:.1f} |"
+        lines.append(row)
+    lines += ["", "Ratios: per round, the mix's median step over the single-task median step of the same round; "
+              "the median (min–max) of those per-round ratios."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    doc = run(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=1) + "\n")
+    print(report(doc))
+    print(f"\nwrote {args.output} ({doc['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
