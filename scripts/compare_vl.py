@@ -7,13 +7,19 @@ Rows (``--rows``, default all): ``frozen``, the frozen backbone with trained hea
 LLaVA: the projector only); ``single``, single-task LoRA (one LoRA + head per task, trained
 alone; its parameters are summed over the tasks); ``shared``, one LoRA shared by all tasks;
 ``mtl_lora``. Every run uses the same config (scripts/train_vl.py's defaults, or
-configs/vl_llava.yaml with --model llava, plus the flags here), the same steps, batch size and
-seed. Writes results.md, results.csv and results.png, and each run's folder.
+configs/vl_llava.yaml with --model llava, plus the flags here), the same steps and batch size.
+
+``--seeds 0,1,2`` runs every row once per seed (``<output>/seed<s>/<row>``) and reports each
+metric as mean ± standard deviation over the seeds; a value marked ≈ is not told apart from its
+column's best by the seeds (Welch's t-test, 5 %), a best marked * is told apart from every other
+row. Writes results.md, results.csv (means), results_seeds.csv (every seed's row), results.png
+(bars with the standard deviation as error bars) and each run's folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -25,7 +31,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlmtl.cli.report import write_results  # noqa: E402
+from vlmtl.cli.report import mark_unsupported, summarize, write_results  # noqa: E402
 from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
 
 ROWS = ("frozen", "single", "shared", "mtl_lora")
@@ -49,7 +55,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="vqa,retrieval,caption")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"which of {','.join(ROWS)}")
     parser.add_argument("--max-steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: --seed)")
     parser.add_argument("--output", default="runs/compare_vl")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -59,13 +66,44 @@ def main() -> None:
     unknown = sorted(set(wanted) - set(ROWS))
     if unknown:
         parser.error(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
+    seeds = [int(x) for x in (args.seeds or str(args.seed)).split(",") if x.strip()]
     config = args.config or VLTrainConfig.default_yaml({"model": args.model})
-    base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
-                                      seed=args.seed).to_dict()
-    llava = base["backbone"] == "llava"
     out = Path(args.output)
-    rows: list[tuple[str, int, dict]] = []
+    per_seed = {seed: run_rows(config, args, tasks, wanted, seed, out / f"seed{seed}" if len(seeds) > 1 else out)
+                for seed in seeds}
+    labels = [label for label, _, _ in per_seed[seeds[0]]]
+    params = [p for _, p, _ in per_seed[seeds[0]]]
+    columns = [(t, key) for t in tasks for key, _ in COLUMNS[t]]
+    summaries = {(t, key): [summarize([per_seed[s][i][2][t][key] for s in seeds]) for i in range(len(labels))]
+                 for t, key in columns}
+    cells = {c: mark_unsupported(summaries[c]) for c in columns}
+    header = ["method", "trainable params"] + [label for t in tasks for _, label in COLUMNS[t]]
+    shown = [[name, f"{params[i]:,}"] + [cells[c][i] for c in columns] for i, name in enumerate(labels)]
+    values = [[name, params[i]] + [summaries[c][i].mean for c in columns] for i, name in enumerate(labels)]
+    command = "python scripts/compare_vl.py " + (f"--config {args.config} " if args.config else "") + (
+        f"--model {args.model} " if args.model else "") + (
+        f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seeds {','.join(map(str, seeds))}")
+    spread = "mean ± std over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
+    marks = "; ≈: not told apart from the column's best by the seeds (Welch, 5 %), *: best, told apart from all" \
+        if len(seeds) > 1 else ""
+    text = write_results(out, header, shown, header, values,
+                         f"{args.max_steps} steps each, {spread}{marks}; made by `{command}`")
+    with (out / "results_seeds.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "method", "trainable params"] + [f"{t}/{key}" for t, key in columns])
+        for seed in seeds:
+            for name, count, metrics in per_seed[seed]:
+                writer.writerow([seed, name, count] + [metrics[t][key] for t, key in columns])
+    plot(labels, tasks, summaries, out / "results.png")
+    print(text)
 
+
+def run_rows(config, args, tasks: list[str], wanted: list[str], seed: int, out: Path) -> list[tuple[str, int, dict]]:
+    """Every wanted row for one seed: (label, trainable parameters, metrics)."""
+    base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
+                                      seed=seed).to_dict()
+    llava = base["backbone"] == "llava"
+    rows: list[tuple[str, int, dict]] = []
     if "frozen" in wanted:
         frozen = run(base, "frozen_heads", out, method="heads_only")
         label = "frozen decoder, projector trained" if llava else "frozen backbone + heads"
@@ -83,29 +121,21 @@ def main() -> None:
     if "mtl_lora" in wanted:
         mtl = run(base, "mtl_lora", out, method="mtl_lora")
         rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
-
-    header = ["method", "trainable params"] + [label for t in tasks for _, label in COLUMNS[t]]
-    shown = [[name, f"{params:,}"] + [f"{metrics[t][key]:.1f}" for t in tasks for key, _ in COLUMNS[t]]
-             for name, params, metrics in rows]
-    values = [[name, params] + [metrics[t][key] for t in tasks for key, _ in COLUMNS[t]]
-              for name, params, metrics in rows]
-    command = "python scripts/compare_vl.py " + (f"--model {args.model} " if args.model else "") + (
-        f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seed {args.seed}")
-    text = write_results(out, header, shown, header, values,
-                         f"{args.max_steps} steps each, seed {args.seed}; made by `{command}`")
-    plot(rows, tasks, out / "results.png")
-    print(text)
+    return rows
 
 
-def plot(rows, tasks, path: Path) -> None:
-    """One panel per task's headline metric, one bar per method."""
+def plot(labels: list[str], tasks: list[str], summaries: dict, path: Path) -> None:
+    """One panel per task's headline metric, one bar per method, the seeds' standard deviation
+    as error bars (and each seed's value as a dot)."""
     headline = {"vqa": "accuracy", "retrieval": "rsum", "caption": "CIDEr"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        names = [name for name, _, _ in rows]
-        values = [metrics[task][headline[task]] for _, _, metrics in rows]
-        ax.barh(range(len(rows)), values, color=[f"C{i}" for i in range(len(rows))])
-        ax.set_yticks(range(len(rows)), names if ax is axes[0][0] else [""] * len(rows))
+        column = summaries[(task, headline[task])]
+        ax.barh(range(len(labels)), [c.mean for c in column], xerr=[c.std for c in column], capsize=4,
+                color=[f"C{i}" for i in range(len(labels))], alpha=0.8)
+        for i, c in enumerate(column):
+            ax.plot(c.values, [i] * len(c.values), "k.", markersize=4)
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels))
         ax.set_title(f"{task}: {headline[task]}")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
