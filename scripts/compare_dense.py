@@ -13,6 +13,11 @@ Throughputs: training images/s over the step compute, inference images/s over th
 passes of the evaluation. Writes results.md, results.csv, results.png and one run folder per
 row; a run folder already finished with the same config is reused, an interrupted one resumes.
 
+``--seeds 0,1,2`` runs every row once per seed (``<output>/seed<s>/<row>``, each seed's Δm against
+its own single-task rows) and reports each metric and Δm as mean ± standard deviation; ≈ marks a
+value the seeds do not tell apart from its column's best (Welch's t-test, 5 %), * a best told apart
+from every other row. results_seeds.csv keeps every seed's row; the figure shows the spread.
+
 With the defaults (the small synthetic config: 120 steps of 8 images) this takes about 15
 minutes on 2 idle CPU cores and about 25 under a concurrent job: timed at ~7 s per step for
 all rows together (one compute thread, the other core loading data; up to ~1.75x that under
@@ -23,6 +28,7 @@ about 1 s per step.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -38,7 +44,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from vlmtl.cli.report import write_results  # noqa: E402
+from vlmtl.cli.report import SeedSummary, mark_unsupported, summarize, write_results  # noqa: E402
 from vlmtl.train.checkpoint import RESUMABLE_CHANGES  # noqa: E402
 from vlmtl.train.dense_config import DenseTrainConfig  # noqa: E402
 from vlmtl.train.dense_trainer import train_dense  # noqa: E402
@@ -94,6 +100,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, dest="max_steps", help="steps per row (default: the config's)")
     parser.add_argument("--data", help="a PASCAL_MT folder, or 'synthetic' (default: the config's)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: --seed, or the config's)")
     parser.add_argument("--mtlora-plus", action="store_true", dest="mtlora_plus", help="add an MTLoRA+ row")
     parser.add_argument("--single-task-method", choices=["full", "single_task"], default="full",
                         help="single-task rows: full fine-tuning (the paper's) or one LoRA per task")
@@ -104,20 +111,40 @@ def main() -> None:
     base_cfg = DenseTrainConfig.from_sources(args.config or DenseTrainConfig.default_yaml({}),
                                              max_steps=args.max_steps, seed=args.seed, data=args.data)
     torch.set_num_threads(cpu_threads(base_cfg.workers, args.threads))
-    base = base_cfg.to_dict()
-    base.pop("single_task_baselines")
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else [base_cfg.seed]
     tasks = base_cfg.tasks
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    per_seed = {}
+    for seed in seeds:
+        base = {**base_cfg.to_dict(), "seed": seed}
+        base.pop("single_task_baselines")
+        per_seed[seed] = seed_rows(base, tasks, args, out / f"seed{seed}" if len(seeds) > 1 else out)
+    rows = combine_seeds([per_seed[s] for s in seeds])
 
+    command = " ".join(["python scripts/compare_dense.py"] + sys.argv[1:])
+    steps = f"{base_cfg.max_steps} steps" if base_cfg.max_steps else f"{base_cfg.epochs} epochs"
+    spread = f"mean ± std over seeds {', '.join(map(str, seeds))} (≈: not told apart from the column's best " \
+        "by the seeds, Welch 5 %; *: best, told apart from all)" if len(seeds) > 1 else f"seed {seeds[0]}"
+    note = (f"{steps} each, batch {base_cfg.batch_size}, {spread}, "
+            f"{base_cfg.model} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
+            f"{torch.get_num_threads()} CPU thread(s); Δm against the measured single-task rows "
+            f"(saliency by mIoU, normals lower is better); made by `{command}`")
+    write_tables(rows, tasks, out, note)
+    write_seed_rows(per_seed, tasks, out / "results_seeds.csv")
+    plot(rows, out / "results.png")
+    print((out / "results.md").read_text())
+
+
+def seed_rows(base: dict, tasks: list[str], args, out: Path) -> list[dict]:
+    """Every row for one seed: single-task runs first (their headline metrics are the Δm baselines)."""
     single = {t: run(base, f"single_{t}", out, method=args.single_task_method, tasks=[t]) for t in tasks}
     measured = {t: single[t]["headline"][t] for t in tasks}
     if not all(v is not None and v != 0 for v in measured.values()):
         raise SystemExit(f"a single-task baseline is undefined or zero: {measured}; Δm cannot be computed")
-    single_metrics = {t: single[t]["metrics"][t] for t in tasks}
     rows = [{
-        "label": f"single-task ({len(tasks)} models)", "metrics": single_metrics, "delta_m": 0.0,
-        "trainable_parameters": sum(single[t]["trainable_parameters"] for t in tasks),
+        "label": f"single-task ({len(tasks)} models)", "metrics": {t: single[t]["metrics"][t] for t in tasks},
+        "delta_m": 0.0, "trainable_parameters": sum(single[t]["trainable_parameters"] for t in tasks),
         "train_images_per_s": _harmonic_speed([single[t]["train_images_per_s"] for t in tasks]),
         "inference_images_per_s": _harmonic_speed([single[t]["inference_images_per_s"] for t in tasks]),
     }]
@@ -126,20 +153,54 @@ def main() -> None:
         rows.append({"label": label, "metrics": result["metrics"], "delta_m": result["delta_m"],
                      **{k: result[k] for k in ("trainable_parameters", "train_images_per_s",
                                                "inference_images_per_s")}})
-
-    command = " ".join(["python scripts/compare_dense.py"] + sys.argv[1:])
-    steps = f"{base_cfg.max_steps} steps" if base_cfg.max_steps else f"{base_cfg.epochs} epochs"
-    note = (f"{steps} each, batch {base_cfg.batch_size}, seed {base_cfg.seed}, "
-            f"{base_cfg.model} {base_cfg.timm_kwargs or ''} at {base_cfg.img_size} px, "
-            f"{torch.get_num_threads()} CPU thread(s); Δm against the measured single-task rows "
-            f"(saliency by mIoU, normals lower is better); made by `{command}`")
-    write_tables(rows, tasks, out, note)
-    plot(rows, out / "results.png")
-    print((out / "results.md").read_text())
+    return rows
 
 
-def _value(row: dict, task: str, key: str) -> float | None:
+def combine_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """One row per method: every metric and Δm as a SeedSummary (None where a seed lacks it),
+    throughputs as their mean."""
+
+    def over_seeds(values: list[float | None]) -> SeedSummary | None:
+        return summarize(values) if values and all(v is not None for v in values) else None
+
+    combined = []
+    for i, first in enumerate(per_seed[0]):
+        same = [rows[i] for rows in per_seed]
+        metrics = {t: {k: over_seeds([r["metrics"][t].get(k) for r in same]) for k in first["metrics"][t]}
+                   for t in first["metrics"]}
+        speeds = {k: over_seeds([r[k] for r in same]) for k in ("train_images_per_s", "inference_images_per_s")}
+        delta_m = over_seeds([r["delta_m"] for r in same])
+        combined.append({"label": first["label"], "metrics": metrics, "delta_m": delta_m,
+                         "trainable_parameters": first["trainable_parameters"],
+                         **{k: v.mean if v else None for k, v in speeds.items()}})
+    return combined
+
+
+def write_seed_rows(per_seed: dict[int, list[dict]], tasks: list[str], path: Path) -> None:
+    columns = [c for c in COLUMNS if c[0] in tasks]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "method"] + [f"{t}_{k}" for t, k, _ in columns] + [
+            "delta_m", "trainable_parameters", "train_images_per_s", "inference_images_per_s"])
+        for seed, rows in per_seed.items():
+            for row in rows:
+                writer.writerow([seed, row["label"]] + [row["metrics"].get(t, {}).get(k) for t, k, _ in columns] + [
+                    row["delta_m"], row["trainable_parameters"], row["train_images_per_s"],
+                    row["inference_images_per_s"]])
+
+
+def _value(row: dict, task: str, key: str) -> SeedSummary | None:
     return row["metrics"].get(task, {}).get(key)
+
+
+def _cells(column: list[SeedSummary | None], higher_is_better: bool) -> list[str]:
+    """``mean ± std`` with the seeds' marks (see the module docstring); n/a where undefined."""
+    known = [i for i, c in enumerate(column) if c is not None]
+    marked = mark_unsupported([column[i] for i in known], higher_is_better) if known else []
+    cells = ["n/a"] * len(column)
+    for i, text in zip(known, marked):
+        cells[i] = text
+    return cells
 
 
 def write_tables(rows: list[dict], tasks: list[str], out: Path, note: str) -> None:
@@ -150,13 +211,19 @@ def write_tables(rows: list[dict], tasks: list[str], out: Path, note: str) -> No
     def fmt(x: float | None, spec: str) -> str:
         return "n/a" if x is None else format(x, spec)
 
-    shown = [[row["label"]] + [fmt(_value(row, t, k), ".2f") for t, k, _ in columns] + [
-        fmt(row["delta_m"], "+.2f"), f"{row['trainable_parameters']:,}",
-        fmt(row["train_images_per_s"], ".2f"), fmt(row["inference_images_per_s"], ".2f")] for row in rows]
+    metric_cells = [_cells([_value(r, t, k) for r in rows], t != "normals") for t, k, _ in columns]
+    delta_cells = _cells([r["delta_m"] for r in rows], True)
+    shown = [[row["label"]] + [cells[i] for cells in metric_cells] + [
+        delta_cells[i], f"{row['trainable_parameters']:,}",
+        fmt(row["train_images_per_s"], ".2f"), fmt(row["inference_images_per_s"], ".2f")] for i, row in enumerate(rows)]
     csv_header = ["method"] + [f"{t}_{k}" for t, k, _ in columns] + [
         "delta_m", "trainable_parameters", "train_images_per_s", "inference_images_per_s"]
-    values = [[row["label"]] + [_value(row, t, k) for t, k, _ in columns] + [
-        row["delta_m"], row["trainable_parameters"], row["train_images_per_s"], row["inference_images_per_s"]]
+
+    def mean(summary: SeedSummary | None) -> float | None:
+        return None if summary is None else summary.mean
+
+    values = [[row["label"]] + [mean(_value(row, t, k)) for t, k, _ in columns] + [
+        mean(row["delta_m"]), row["trainable_parameters"], row["train_images_per_s"], row["inference_images_per_s"]]
         for row in rows]
     write_results(out, header, shown, csv_header, values, note)
 
@@ -166,9 +233,9 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, (ax_dm, ax_speed) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, row in enumerate(rows):
         if row["delta_m"] is not None:
-            ax_dm.scatter(row["trainable_parameters"] / 1e6, row["delta_m"], color=f"C{i}", s=60)
-            ax_dm.annotate(row["label"], (row["trainable_parameters"] / 1e6, row["delta_m"]),
-                           textcoords="offset points", xytext=(5, 4), fontsize=8)
+            x, dm = row["trainable_parameters"] / 1e6, row["delta_m"]
+            ax_dm.errorbar(x, dm.mean, yerr=dm.std, fmt="o", color=f"C{i}", capsize=4, markersize=7)
+            ax_dm.annotate(row["label"], (x, dm.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax_dm.axhline(0.0, color="gray", linewidth=0.8)
     sizes = [row["trainable_parameters"] for row in rows]
     if max(sizes) > 10 * min(sizes):  # full single-task models dwarf the adapters: log scale, plain labels
@@ -176,7 +243,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax_dm.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax_dm.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax_dm.set_xlabel("trainable parameters (M)")
-    ax_dm.set_ylabel("Δm vs single-task (%)")
+    ax_dm.set_ylabel("Δm vs single-task (%), mean ± std over seeds")
     ax_dm.grid(alpha=0.3)
     labels = [row["label"] for row in rows]
     y = range(len(rows))
