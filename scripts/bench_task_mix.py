@@ -18,9 +18,12 @@ the mixed path (per-sample up-projections, a batched matmul). Every ratio is mix
 Interleaved rounds: each round times every mix ``--repeats`` times, one step of each mix in turn
 (the order rotated one place per round, so no mix always runs first); the reported time is the
 median over all rounds' steps with the min-max spread; the ratio, per round the mix's median step
-over the single-task median step, is the median (min-max) of the per-round ratios. Memory (no subprocess needed: the same model): the bytes of every tensor
-autograd saves for backward plus the output (what training keeps alive between forward and
-backward), counted by storage; on CUDA also the peak allocated during the step.
+over the single-task median step, is the median (min-max) of the per-round ratios. Both for the
+wall time and for this process's CPU time (``time.process_time``): on a shared machine the wall
+time also counts waiting for a core, the CPU time does not (with one thread it is the step's work).
+Memory (one model for every mix, so no subprocesses): the bytes of every tensor autograd saves
+for backward plus the output (what training keeps alive between forward and backward), counted
+by storage; on CUDA also the peak allocated during the step.
 Before timing, each mix's rows of task 0 are checked against the single-task batch's (a sample's
 output must not depend on the other samples' tasks).
 """
@@ -152,18 +155,19 @@ def run(args: argparse.Namespace) -> dict:
     def forward(mix: int) -> torch.Tensor:
         return clip.encode_image(images, task_ids=task_ids(args.batch_size, mix, device))
 
-    def step(mix: int) -> float:
+    def step(mix: int) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) of one training step."""
         for p in params:
             p.grad = None
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = forward(mix).float().square().mean()
         loss.backward()
         sync()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu_time = time.perf_counter() - t0, time.process_time() - c0
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is not finite with {mix} tasks: {loss.item()}")
-        return elapsed
+        return elapsed, cpu_time
 
     # Check, and warm up: a sample's output depends on its own task only.
     with torch.no_grad():
@@ -196,29 +200,36 @@ def run(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
             peak[mix] = torch.cuda.max_memory_allocated() - before
 
-    times: dict[int, list[float]] = {mix: [] for mix in args.mixes}
-    per_round: dict[int, list[float]] = {mix: [] for mix in args.mixes}
+    clocks = ("step_s", "cpu_s")  # wall time; CPU time of this process (what waiting for a shared core hides)
+    times = {c: {mix: [] for mix in args.mixes} for c in clocks}
+    per_round = {c: {mix: [] for mix in args.mixes} for c in clocks}
     for r in range(args.rounds):
         order = args.mixes[r % len(args.mixes):] + args.mixes[:r % len(args.mixes)]
-        this_round: dict[int, list[float]] = {mix: [] for mix in args.mixes}
+        this_round = {c: {mix: [] for mix in args.mixes} for c in clocks}
         for _ in range(args.repeats):
             for mix in order:
-                this_round[mix].append(step(mix))
-        for mix in args.mixes:
-            times[mix].extend(this_round[mix])
-            per_round[mix].append(statistics.median(this_round[mix]))
+                for c, value in zip(clocks, step(mix), strict=True):
+                    this_round[c][mix].append(value)
+        for c in clocks:
+            for mix in args.mixes:
+                times[c][mix].extend(this_round[c][mix])
+                per_round[c][mix].append(statistics.median(this_round[c][mix]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{mix} task{'s' if mix > 1 else ''} {statistics.median(this_round[mix]):.3f} s" for mix in args.mixes),
-            file=sys.stderr)
+            f"{mix} task{'s' if mix > 1 else ''} {per_round['step_s'][mix][-1]:.3f} s "
+            f"(CPU {per_round['cpu_s'][mix][-1]:.3f} s)" for mix in args.mixes), file=sys.stderr)
+
+    def ratio(c: str, mix: int) -> dict:
+        values = [t / b for t, b in zip(per_round[c][mix], per_round[c][1], strict=True)]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": values,
+                "of_medians": statistics.median(times[c][mix]) / statistics.median(times[c][1])}
 
     results = {}
-    base = statistics.median(times[1])
     for mix in args.mixes:
-        ratios = [t / b for t, b in zip(per_round[mix], per_round[1], strict=True)]
         results[str(mix)] = {
-            "step_s": summary(times[mix]),
-            "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-                      "per_round": ratios, "of_medians": statistics.median(times[mix]) / base},
+            "step_s": summary(times["step_s"][mix]),
+            "ratio": ratio("step_s", mix),
+            "cpu_s": summary(times["cpu_s"][mix]),
+            "cpu_ratio": ratio("cpu_s", mix),
             "saved_bytes": memory[mix],
             "saved_ratio": memory[mix] / memory[1],
             "peak_allocated_bytes": peak.get(mix),
@@ -230,6 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": args.device, "threads": torch.get_num_threads(), "cpu": cpu_model(), "nproc": os.cpu_count(),
         "torch": torch.__version__, "python": platform.python_version(), "results": results,
         "ratio_step_time": {str(m): results[str(m)]["ratio"]["median"] for m in args.mixes},
+        "ratio_cpu_time": {str(m): results[str(m)]["cpu_ratio"]["median"] for m in args.mixes},
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "wall_s": time.perf_counter() - start,
     }
 
@@ -261,19 +273,20 @@ def report(doc: dict) -> str:
         f"({doc['threads']} threads, {doc['cpu']}, nproc {doc['nproc']}); median (min–max) of {doc['rounds']} "
         f"interleaved rounds × {doc['repeats']} steps",
         "",
-        "| tasks in the batch | step time (s) | time / single-task | autograd saved (MiB) | saved / single-task |"
-        + (" peak allocated (MiB) |" if cuda else ""),
-        "|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
+        "| tasks in the batch | step time (s) | time / single-task | CPU time (s) | CPU / single-task "
+        "| autograd saved (MiB) | saved / single-task |" + (" peak allocated (MiB) |" if cuda else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
     ]
     for mix in doc["mixes"]:
         r = doc["results"][str(mix)]
-        row = (f"| {mix} | {spread(r['step_s'])} | {spread(r['ratio'])} | {r['saved_bytes'] / MIB:.1f} | "
-               f"{r['saved_ratio']:.3f} |")
+        row = (f"| {mix} | {spread(r['step_s'])} | {spread(r['ratio'])} | {spread(r['cpu_s'])} | "
+               f"{spread(r['cpu_ratio'])} | {r['saved_bytes'] / MIB:.1f} | {r['saved_ratio']:.3f} |")
         if cuda:
             row += f" {r['peak_allocated_bytes'] / MIB:.1f} |"
         lines.append(row)
     lines += ["", "Ratios: per round, the mix's median step over the single-task median step of the same round; "
-              "the median (min–max) of those per-round ratios."]
+              "the median (min–max) of those per-round ratios. CPU time: this process's (time.process_time), "
+              "which leaves out the time spent waiting for a core shared with other processes."]
     return "\n".join(lines)
 
 

@@ -209,9 +209,12 @@ def test_no_cuda_synchronisation(ids_on):
     model = adapted_tower().cuda()
     x = torch.randn(len(MIXED), 6, 16, device="cuda", requires_grad=True)
     ids = MIXED.to(ids_on)
-    with use_tasks(model, ids):  # validates the ids (a host read, once per forward, outside the layers)
+    with use_tasks(model, ids):
         model(x)  # warm-up: lazy CUDA initialisation may synchronise
-        torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    # use_tasks validates the ids on the host (for CUDA ids one device-to-host read per forward, outside
+    # the layers); the forward then reads them on the device only (CPU ids: one non-blocking copy).
+    with use_tasks(model, ids):
         torch.cuda.set_sync_debug_mode("error")
         try:
             out = model(x)
