@@ -42,22 +42,26 @@ def decode_tokens(tokenizer, ids: Sequence[int]) -> str:
     return text.replace("<start_of_text>", "").replace("<end_of_text>", "").strip()
 
 
+HEAD_TASKS = ("retrieval", "vqa", "caption")  # the tasks a CLIP head exists for
+
+
 class VLMultiTaskModel(nn.Module):
     def __init__(self, clip: MultiTaskCLIP, tasks: Sequence[str], num_answers: int = 0,
                  caption_layers: int = 2, caption_heads: int = 4, max_caption_len: int = 32,
                  head_dropout: float = 0.1, local_loss: bool = False, gather_with_grad: bool = True) -> None:
         super().__init__()
         self.clip = clip
-        self.tasks: list[str] = []
+        self.tasks = list(tasks)  # the adapters' tasks; a task without a head type (e.g. a probe) gets none
         self.heads = nn.ModuleDict()
         self.head_options = dict(caption_layers=caption_layers, caption_heads=caption_heads,
                                  max_caption_len=max_caption_len, head_dropout=head_dropout, local_loss=local_loss,
                                  gather_with_grad=gather_with_grad)
-        for task in tasks:
-            self.add_head(task, num_answers)
+        for task in self.tasks:
+            if task in HEAD_TASKS:
+                self.add_head(task, num_answers)
 
     def add_head(self, task: str, num_answers: int = 0) -> nn.Module:
-        """A new head for ``task`` (appended to ``tasks``), built with this model's head options."""
+        """A new head for ``task`` (appended to ``tasks`` if new), built with this model's head options."""
         o = self.head_options
         if task == "retrieval":
             head = RetrievalHead(local_loss=o["local_loss"], gather_with_grad=o["gather_with_grad"])
@@ -73,8 +77,9 @@ class VLMultiTaskModel(nn.Module):
                 pad_id=ids["pad_id"], bos_id=ids["bos_id"], eos_id=ids["eos_id"], dropout=o["head_dropout"],
             )
         else:
-            raise ValueError(f"no head for task {task!r}; CLIP heads exist for vqa, retrieval, caption")
-        self.tasks.append(task)
+            raise ValueError(f"no head for task {task!r}; CLIP heads exist for {list(HEAD_TASKS)}")
+        if task not in self.tasks:
+            self.tasks.append(task)
         self.heads[task] = head
         return head
 
