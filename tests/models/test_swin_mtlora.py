@@ -246,7 +246,7 @@ def test_mtl_lora_batched_task_pass_equals_one_pass_per_task():
     """One pass over the images repeated per task, each copy routed to its task, gives the
     features, outputs and gradients of one backbone pass per task."""
     model = tiny("mtl_lora", dropout=0.0, drop_path_rate=0.0, img_size=64)
-    assert model.task_pass == "batched"
+    assert model.task_pass == "sequential"  # the default: faster on CPU today
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

@@ -217,7 +217,7 @@ class MultiTaskSwin(nn.Module):
     TASK_PASSES = ("batched", "sequential")
 
     def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str,
-                 task_pass: str = "batched") -> None:
+                 task_pass: str = "sequential") -> None:
         super().__init__()
         if task_pass not in self.TASK_PASSES:
             raise ValueError(f"task_pass must be one of {list(self.TASK_PASSES)}, got {task_pass!r}")
@@ -278,9 +278,11 @@ class MultiTaskSwin(nn.Module):
 
     def _encode_each_task(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """MTL-LoRA adapts every layer per task, so each task needs the backbone to itself.
-        ``task_pass="batched"``: one pass over the images repeated once per task, each copy
-        routed to its task (per-sample routing); ``"sequential"``: one pass per task. Same
-        features; the batched pass launches T times fewer kernels (see scripts/bench_swin.py)."""
+        ``task_pass="sequential"`` (default): one pass per task; ``"batched"``: one pass over
+        the images repeated once per task, each copy routed to its task (per-sample routing).
+        Same features and gradients. Batched is 1.3× slower on CPU at Swin-T 448² today
+        (scripts/bench_swin.py): window attention folds batch × windows, so the mixed path
+        gathers one up-projection per window instead of per sample."""
         if self.task_pass == "sequential":
             feats = {}
             for t in self.tasks:
@@ -373,7 +375,7 @@ def create_multitask_swin(
     num_outputs: dict[str, int] | None = None,
     drop_path_rate: float = 0.2,
     adapter_kwargs: dict | None = None,
-    task_pass: str = "batched",
+    task_pass: str = "sequential",
     **timm_kwargs,
 ) -> MultiTaskSwin:
     """Build a timm Swin (``model``, a timm SwinTransformer name) with adapters for dense

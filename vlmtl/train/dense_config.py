@@ -41,7 +41,7 @@ class DenseTrainConfig(TrainConfig):
     r_task: int = 4
     scale: float = 4.0
     mtlora_plus: bool = False
-    task_pass: str = "batched"  # mtl_lora: its per-task backbone passes as one batched pass, or "sequential"
+    task_pass: str = "sequential"  # mtl_lora: one backbone pass per task, or "batched" (slower on CPU today)
     drop_path_rate: float = 0.2
     # data: "synthetic" (generated once into data_root or the cache dir) or a PASCAL_MT folder
     synthetic_train_images: int = 300
