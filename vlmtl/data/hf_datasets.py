@@ -69,14 +69,11 @@ def _saved_folder(dataset) -> Path | None:
     return folder if (folder / "state.json").is_file() and sorted(files) == on_disk else None
 
 
-def _ensure_on_disk(dataset, cache_dir: Path) -> Path:
-    """A folder holding ``dataset`` as ``save_to_disk`` writes it: its own, or a copy saved once
-    into ``cache_dir`` (named and recognised by the dataset's fingerprint)."""
+def _save_into_cache(dataset, cache_dir: Path) -> Path:
+    """A copy of ``dataset`` as ``save_to_disk`` writes it, saved once into ``cache_dir`` (named
+    and recognised by the dataset's fingerprint)."""
     from .cache import cached_dataset
 
-    folder = _saved_folder(dataset)
-    if folder is not None:
-        return folder
     fingerprint = dataset._fingerprint
     return cached_dataset(f"hf-{fingerprint}", {"kind": "hf_dataset", "fingerprint": fingerprint},
                           lambda target: dataset.save_to_disk(str(target)), Path(cache_dir) / f"hf-{fingerprint}")
@@ -104,7 +101,7 @@ def samples_from_hf(dataset, image_column: str = "image", image_dir: str | Path 
         folder = _saved_folder(dataset)
         if folder is None and cache_dir is None:
             raise ValueError(f"{name} holds its images as bytes: pass cache_dir (or save it with save_to_disk)")
-        folder = folder or _ensure_on_disk(dataset, Path(cache_dir))
+        folder = folder or _save_into_cache(dataset, Path(cache_dir))
     columns = [c for c in ("task", "text", *OPTIONAL_COLUMNS) if c in dataset.column_names]
     rows = dataset.select_columns(columns).to_list()
     samples = []
@@ -170,7 +167,7 @@ def to_hf_dataset(samples: Sequence[Sample]):
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def open_hf_source(source: str | Path | Mapping[str, str], image_dir: str | Path | None = None):
+def open_hf_source(source: str | Path | Mapping[str, str]):
     """A ``DatasetDict`` from what ``--data hf`` names: a ``save_to_disk`` folder; a folder in
     the ``imagefolder`` layout (images + ``metadata.jsonl``); a JSON/JSONL file, or a mapping
     split → JSON/JSONL file (``load_dataset("json", data_files=...)``)."""
