@@ -13,7 +13,8 @@ configs/vl_llava.yaml with --model llava, plus the flags here), the same steps a
 metric as mean ± standard deviation over the seeds; a value marked ≈ is not told apart from its
 column's best by the seeds (Welch's t-test, 5 %), a best marked * is told apart from every other
 row. Writes results.md, results.csv (means), results_seeds.csv (every seed's row), results.png
-(bars with the standard deviation as error bars) and each run's folder.
+(bars with the standard deviation as error bars) and each run's folder. A run folder that
+already holds a finished run with the same options is read, not trained again.
 """
 
 from __future__ import annotations
@@ -31,21 +32,15 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlmtl.cli.report import mark_unsupported, summarize, write_results  # noqa: E402
-from vlmtl.train import VLTrainConfig, train_vl  # noqa: E402
+from vlmtl.cli.compare import ROWS, run_rows  # noqa: E402
+from vlmtl.cli.report import HEADLINE, mark_unsupported, summarize, write_results  # noqa: E402
+from vlmtl.train import VLTrainConfig  # noqa: E402
 
-ROWS = ("frozen", "single", "shared", "mtl_lora")
 COLUMNS = {
     "vqa": [("accuracy", "VQA acc")],
     "retrieval": [("i2t_R@1", "I→T R@1"), ("t2i_R@1", "T→I R@1"), ("rsum", "R-sum")],
     "caption": [("BLEU-4", "BLEU-4"), ("CIDEr", "CIDEr")],
 }
-
-
-def run(base: dict, name: str, out: Path, **changes) -> dict:
-    cfg = VLTrainConfig.from_sources(None, **{**base, **changes, "output": str(out / name)})
-    logging.info("=== %s: method %s, tasks %s", name, cfg.method, cfg.tasks)
-    return train_vl(cfg)
 
 
 def main() -> None:
@@ -69,8 +64,11 @@ def main() -> None:
     seeds = [int(x) for x in (args.seeds or str(args.seed)).split(",") if x.strip()]
     config = args.config or VLTrainConfig.default_yaml({"model": args.model})
     out = Path(args.output)
-    per_seed = {seed: run_rows(config, args, tasks, wanted, seed, out / f"seed{seed}" if len(seeds) > 1 else out)
-                for seed in seeds}
+    per_seed = {}
+    for seed in seeds:
+        base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
+                                          seed=seed).to_dict()
+        per_seed[seed] = run_rows(base, tasks, wanted, out / f"seed{seed}" if len(seeds) > 1 else out)
     labels = [label for label, _, _ in per_seed[seeds[0]]]
     params = [p for _, p, _ in per_seed[seeds[0]]]
     columns = [(t, key) for t in tasks for key, _ in COLUMNS[t]]
@@ -98,45 +96,18 @@ def main() -> None:
     print(text)
 
 
-def run_rows(config, args, tasks: list[str], wanted: list[str], seed: int, out: Path) -> list[tuple[str, int, dict]]:
-    """Every wanted row for one seed: (label, trainable parameters, metrics)."""
-    base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
-                                      seed=seed).to_dict()
-    llava = base["backbone"] == "llava"
-    rows: list[tuple[str, int, dict]] = []
-    if "frozen" in wanted:
-        frozen = run(base, "frozen_heads", out, method="heads_only")
-        label = "frozen decoder, projector trained" if llava else "frozen backbone + heads"
-        rows.append((label, frozen["trainable_parameters"], frozen["metrics"]))
-    if "single" in wanted:
-        single_metrics, single_params = {}, 0
-        for task in tasks:
-            result = run(base, f"lora_{task}", out, method="lora", tasks=[task])
-            single_metrics.update(result["metrics"])
-            single_params += result["trainable_parameters"]
-        rows.append((f"single-task LoRA ({len(tasks)} models)", single_params, single_metrics))
-    if "shared" in wanted:
-        shared = run(base, "lora_shared", out, method="lora")
-        rows.append(("one shared LoRA", shared["trainable_parameters"], shared["metrics"]))
-    if "mtl_lora" in wanted:
-        mtl = run(base, "mtl_lora", out, method="mtl_lora")
-        rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
-    return rows
-
-
 def plot(labels: list[str], tasks: list[str], summaries: dict, path: Path) -> None:
     """One panel per task's headline metric, one bar per method, the seeds' standard deviation
     as error bars (and each seed's value as a dot)."""
-    headline = {"vqa": "accuracy", "retrieval": "rsum", "caption": "CIDEr"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        column = summaries[(task, headline[task])]
+        column = summaries[(task, HEADLINE[task])]
         ax.barh(range(len(labels)), [c.mean for c in column], xerr=[c.std for c in column], capsize=4,
                 color=[f"C{i}" for i in range(len(labels))], alpha=0.8)
         for i, c in enumerate(column):
             ax.plot(c.values, [i] * len(c.values), "k.", markersize=4)
         ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels))
-        ax.set_title(f"{task}: {headline[task]}")
+        ax.set_title(f"{task}: {HEADLINE[task]}")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -177,3 +177,33 @@ def test_generate_scenes_deterministic_and_excludes():
     c = generate_scenes(30, seed=9, exclude=excluded)
     assert not excluded & {s.signature() for s in c}
     assert np.array_equal(np.asarray(render_scene(a[0])), np.asarray(render_scene(b[0])))
+
+
+def test_interference_renames_colours_in_retrieval_captions_only(dataset, tmp_path):
+    from vlmtl.data.synthetic import retrieval_colour_names
+
+    assert retrieval_colour_names(0.0) == {c: c for c in COLORS} == retrieval_colour_names(0.1)  # < 2 colours
+    names = retrieval_colour_names(1.0)
+    assert sorted(names.values()) == sorted(COLORS) and all(c != n for c, n in names.items())  # a derangement
+    half = retrieval_colour_names(0.5)
+    assert sum(c != n for c, n in half.items()) == len(COLORS) // 2
+    with pytest.raises(ValueError, match="interference must be in"):
+        retrieval_colour_names(1.5)
+    root, _ = dataset
+    conflicted = tmp_path / "conflict"
+    meta = write_synthetic_dataset(conflicted, seed=5, image_size=64, interference=1.0, **SIZES)
+    assert meta["interference"] == 1.0 and meta["retrieval_colour_names"] == names
+
+    def records(folder, split):
+        return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+
+    word = re.compile(r"\b(" + "|".join(COLORS) + r")\b")
+    for split in ("train", "val", "pretrain"):
+        plain, renamed = records(root, split), records(conflicted, split)
+        assert [r["id"] for r in plain] == [r["id"] for r in renamed]
+        for a, b in zip(plain, renamed):
+            if a["task"] == "retrieval" and split != "pretrain":
+                assert b["text"] == word.sub(lambda m: names[m.group(1)], a["text"])
+                assert b["text"] != a["text"] or not word.search(a["text"])
+            else:  # questions, answers, captions and the pre-training split keep the true names
+                assert a == b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,17 @@ def test_both_training_scripts_have_a_flag_for_every_shared_option_with_the_same
     assert (cfg.vision_targets, cfg.grad_checkpointing) == (["mlp.c_fc"], True)
     dense_cfg, _ = train_dense.parse_args(["--resume", "never", "--save-every", "7", "--method", "heads_only"])
     assert (dense_cfg.resume, dense_cfg.save_every, dense_cfg.method) == ("never", 7, "heads_only")
+
+
+def test_synthetic_interference_is_checked_and_gets_its_own_cache_folder(tmp_path):
+    from vlmtl.train.vl_data import ensure_synthetic
+
+    with pytest.raises(ValueError, match=r"synthetic_interference must be in \[0, 1\]"):
+        VLTrainConfig(synthetic_interference=2.0)
+    with pytest.raises(ValueError, match="shapes the generated data set"):
+        VLTrainConfig(synthetic_interference=0.5, data="jsonl", train_file="t.jsonl", val_file="v.jsonl")
+    small = dict(synthetic_train_images=4, synthetic_val_images=2)
+    plain = ensure_synthetic(VLTrainConfig(data_root=str(tmp_path / "a"), **small))
+    conflict = ensure_synthetic(VLTrainConfig(data_root=str(tmp_path / "b"), synthetic_interference=0.5, **small))
+    assert json.loads((conflict / "meta.json").read_text())["interference"] == 0.5
+    assert json.loads((plain / "meta.json").read_text())["interference"] == 0.0

@@ -11,6 +11,7 @@ seen the adaptation or evaluation scenes. Same arguments → byte-identical file
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ GENERATION_ORDER = ("test", "val", "train", "pretrain")
 EVAL_SPLITS = ("val", "test")
 FORMAT_VERSION = 1
 
-__all__ = ["SPLITS", "generate_scenes", "render_scene", "split_seed", "scene_records", "write_synthetic_dataset"]
+__all__ = ["SPLITS", "generate_scenes", "render_scene", "split_seed", "scene_records", "write_synthetic_dataset",
+           "retrieval_colour_names"]
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -34,17 +36,46 @@ def split_seed(seed: int, split: str) -> int:
     return int(np.random.SeedSequence([int(seed), SPLITS.index(split)]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def scene_records(scene: Scene, image: str, split: str) -> list[dict[str, Any]]:
+def retrieval_colour_names(interference: float) -> dict[str, str]:
+    """The colour words retrieval captions use at an ``interference`` level in [0, 1]: the first
+    ``round(interference · 8)`` colours pass their names on cyclically (red is called by the next
+    one's name, ...), the rest keep theirs. VQA questions and captions keep the true names, so
+    at a high level the shared text tower must read the same word one way for retrieval and
+    another for VQA: the tasks conflict, and one shared adapter cannot serve both."""
+    if not 0.0 <= interference <= 1.0:
+        raise ValueError(f"interference must be in [0, 1], got {interference}")
+    names = list(COLORS)
+    k = int(round(interference * len(names)))
+    swapped = names[:k]
+    mapping = {c: c for c in names}
+    if k >= 2:
+        mapping.update({c: swapped[(i + 1) % k] for i, c in enumerate(swapped)})
+    return mapping
+
+
+def _rename_colours(text: str, names: dict[str, str]) -> str:
+    changed = {c: n for c, n in names.items() if c != n}
+    if not changed:
+        return text
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, changed)) + r")\b")
+    return pattern.sub(lambda m: changed[m.group(1)], text)
+
+
+def scene_records(scene: Scene, image: str, split: str, interference: float = 0.0) -> list[dict[str, Any]]:
     """JSONL records of one scene: retrieval (one per caption), caption (one per caption
     in training splits, one per image with every caption as reference in val/test) and
-    vqa (one per question, with 10 answers plus the truth and question type)."""
+    vqa (one per question, with 10 answers plus the truth and question type). At
+    ``interference`` > 0 the retrieval captions name colours by :func:`retrieval_colour_names`."""
     captions = make_captions(scene, np.random.default_rng([scene.seed, 2]))
     questions = make_questions(scene, np.random.default_rng([scene.seed, 3]))
     sid = scene.scene_id
     base = {"image": image, "image_id": sid}
     records: list[dict[str, Any]] = []
-    for k, cap in enumerate(captions):
-        records.append({"id": f"{sid}_r{k}", "task": "retrieval", **base, "text": cap, "references": captions})
+    names = retrieval_colour_names(interference)
+    retrieval_captions = [_rename_colours(c, names) for c in captions]
+    for k, cap in enumerate(retrieval_captions):
+        records.append({"id": f"{sid}_r{k}", "task": "retrieval", **base, "text": cap,
+                        "references": retrieval_captions})
     caption_texts = captions[:1] if split in EVAL_SPLITS else captions
     for k, cap in enumerate(caption_texts):
         records.append({"id": f"{sid}_c{k}", "task": "caption", **base, "text": cap, "references": captions})
@@ -72,8 +103,12 @@ def write_synthetic_dataset(
     seed: int = 0,
     image_size: int = 64,
     n_pretrain: int = 0,
+    interference: float = 0.0,
 ) -> dict[str, Any]:
-    """Render and write the splits with a non-zero size; returns the ``meta.json`` content."""
+    """Render and write the splits with a non-zero size; returns the ``meta.json`` content.
+    ``interference`` (adaptation splits only, not ``pretrain``) makes retrieval captions
+    name colours differently from VQA questions: see :func:`retrieval_colour_names`."""
+    names = retrieval_colour_names(interference)
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "scenes").mkdir(exist_ok=True)
@@ -90,6 +125,8 @@ def write_synthetic_dataset(
         "colors": list(COLORS),
         "backgrounds": list(BACKGROUNDS),
         "caption_samples": {s: ("per_image" if s in EVAL_SPLITS else "per_caption") for s in SPLITS},
+        "interference": float(interference),
+        "retrieval_colour_names": {c: n for c, n in names.items() if c != n},
         "splits": {},
     }
     used: set[tuple] = set()
@@ -108,7 +145,8 @@ def write_synthetic_dataset(
                 image = f"images/{scene.scene_id}.png"
                 render_scene(scene).save(root / image, format="PNG")
                 scene_out.write(json.dumps(scene.to_dict()) + "\n")
-                for rec in scene_records(scene, image, split):
+                level = 0.0 if split == "pretrain" else interference
+                for rec in scene_records(scene, image, split, interference=level):
                     counts[rec["task"]] += 1
                     out.write(json.dumps(rec) + "\n")
         meta["splits"][split] = {"n_images": n, "seed": s_seed, "n_samples": counts}

@@ -151,6 +151,9 @@ class VLTrainConfig(TrainConfig):
     n_up: int = 3
     temperature: float = 0.5
     lambda_type: str = "full"
+    # data "synthetic": retrieval captions name colours differently from VQA questions, for this
+    # fraction of the colours (0: no conflict between the tasks; see retrieval_colour_names)
+    synthetic_interference: float = 0.0
     # data: "synthetic", "jsonl" (train_file/val_file + image_dir), "vqav2_karpathy", or "hf" (a
     # Hugging Face dataset: hf_dataset is a save_to_disk folder, an imagefolder folder, a JSON/JSONL
     # file or {split: file}; image_dir for relative image paths)
@@ -166,6 +169,9 @@ class VLTrainConfig(TrainConfig):
     batch_size: int = 48
     lr: float | None = 2e-3
     head_lr: float = 2e-3
+    lambda_lr: float | None = None  # MTL-LoRA's task transforms Λ (None: lr)
+    mixing_lr: float | None = None  # MTL-LoRA's mixing logits w (None: lr)
+    monitor_adapters: bool = True  # update sizes and mixing entropy in train_log.jsonl (adapter/... keys)
     sampling: str = "temperature"
     sampling_temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"vqa": 1.0, "retrieval": 1.0, "caption": 1.0})
@@ -216,6 +222,11 @@ class VLTrainConfig(TrainConfig):
     def _check_data_options(self) -> None:
         """Each data mode reads its own options; one given to another mode is an error that
         says what that mode reads, rather than being ignored."""
+        if not 0.0 <= self.synthetic_interference <= 1.0:
+            raise ValueError(f"synthetic_interference must be in [0, 1], got {self.synthetic_interference}")
+        if self.synthetic_interference and self.data != "synthetic":
+            raise ValueError(f"synthetic_interference shapes the generated data set (data 'synthetic'), "
+                             f"not data {self.data!r}")
         jsonl = [f for f in ("train_file", "val_file", "image_dir") if getattr(self, f)]
         if self.data == "hf":
             jsonl = [f for f in jsonl if f != "image_dir"]  # hf reads image_dir too (relative image paths)

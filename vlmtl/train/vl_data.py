@@ -29,8 +29,12 @@ def ensure_synthetic(cfg: VLTrainConfig) -> Path:
     spec = {"kind": "vl", "seed": cfg.synthetic_seed, "train": cfg.synthetic_train_images,
             "val": cfg.synthetic_val_images}
     name = f"synthetic-s{cfg.synthetic_seed}-{cfg.synthetic_train_images}-{cfg.synthetic_val_images}"
+    if cfg.synthetic_interference:  # level 0 keeps the folder (and spec) of sets written before the knob
+        spec["interference"] = float(cfg.synthetic_interference)
+        name += f"-i{cfg.synthetic_interference:g}"
     return cached_dataset(name, spec, lambda folder: write_synthetic_dataset(
-        folder, n_train=spec["train"], n_val=spec["val"], seed=spec["seed"]), cfg.data_root,
+        folder, n_train=spec["train"], n_val=spec["val"], seed=spec["seed"],
+        interference=spec.get("interference", 0.0)), cfg.data_root,
         holds=lambda folder: _generator_meta_matches(folder, spec))
 
 
@@ -42,7 +46,8 @@ def _generator_meta_matches(root: Path, spec: dict) -> bool:
         return False
     meta = json.loads(meta_file.read_text())
     sizes = {s: meta.get("splits", {}).get(s, {}).get("n_images") for s in ("train", "val")}
-    return meta.get("seed") == spec["seed"] and sizes == {"train": spec["train"], "val": spec["val"]}
+    return (meta.get("seed") == spec["seed"] and sizes == {"train": spec["train"], "val": spec["val"]}
+            and meta.get("interference", 0.0) == spec.get("interference", 0.0))
 
 
 def load_samples(cfg: VLTrainConfig) -> tuple[list[Sample], list[Sample]]:

@@ -1,0 +1,31 @@
+"""Finished runs are read back only when they were trained with the options asked for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmtl.cli.compare import finished_run
+from vlmtl.train import VLTrainConfig
+
+
+def _finished(tmp_path, **options) -> VLTrainConfig:
+    cfg = VLTrainConfig(output=str(tmp_path / "run"), **options)
+    (tmp_path / "run").mkdir()
+    cfg.save(tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"metrics": {"vqa": {"accuracy": 50.0}}}))
+    return cfg
+
+
+def test_a_finished_run_with_the_same_options_is_read_back(tmp_path):
+    _finished(tmp_path, lr=1e-3, save_every=0)
+    again = VLTrainConfig(output=str(tmp_path / "run"), lr=1e-3, save_every=100, log_every=1)  # bookkeeping differs
+    assert finished_run(again)["metrics"]["vqa"]["accuracy"] == 50.0
+    assert finished_run(VLTrainConfig(output=str(tmp_path / "elsewhere"))) is None
+
+
+def test_a_finished_run_with_other_options_is_named_not_reused(tmp_path):
+    _finished(tmp_path, lr=1e-3)
+    with pytest.raises(ValueError, match=r"other options \(lr: 0.001, asked for 0.002\)"):
+        finished_run(VLTrainConfig(output=str(tmp_path / "run"), lr=2e-3))

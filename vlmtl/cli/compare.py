@@ -1,0 +1,75 @@
+"""The runs behind the comparison scripts (``compare_vl.py``, ``sweep_vl.py``,
+``interference_vl.py``): one training run per row and seed, from one config, and the
+rows of a method comparison. A finished run whose resolved config is the one asked for is
+read back rather than trained again, so a stopped comparison continues where it stopped and
+scripts can share runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from vlmtl.train import VLTrainConfig, train_vl
+
+ROWS = ("frozen", "single", "shared", "mtl_lora")
+# options that say where and how often a run writes, not what it learns
+BOOKKEEPING = ("output", "save_every", "keep_last", "resume", "log_every")
+
+logger = logging.getLogger(__name__)
+
+
+def finished_run(cfg: VLTrainConfig) -> dict | None:
+    """The ``metrics.json`` of a finished run in ``cfg.output`` trained with ``cfg``'s options
+    (bookkeeping aside); None if there is none. A finished run with other options is an
+    error naming the first difference: its folder is not silently reused or overwritten."""
+    out = Path(cfg.output)
+    metrics, saved = out / "metrics.json", out / "config.yaml"
+    if not metrics.is_file() or not saved.is_file():
+        return None
+    had = yaml.safe_load(saved.read_text())
+    wanted = cfg.to_dict()
+    differ = sorted(k for k in set(had) | set(wanted) if k not in BOOKKEEPING and had.get(k) != wanted.get(k))
+    if differ:
+        key = differ[0]
+        raise ValueError(f"{out} holds a finished run with other options ({key}: {had.get(key)!r}, asked for "
+                         f"{wanted.get(key)!r}): choose another --output or remove it")
+    return json.loads(metrics.read_text())
+
+
+def run(base: dict, name: str, out: Path, **changes) -> dict:
+    """Train ``base`` + ``changes`` into ``out/name`` (or read the finished run there)."""
+    cfg = VLTrainConfig.from_sources(None, **{**base, **changes, "output": str(out / name)})
+    done = finished_run(cfg)
+    if done is not None:
+        logger.info("=== %s: finished before, read from %s", name, cfg.output)
+        return done
+    logger.info("=== %s: method %s, tasks %s, seed %d", name, cfg.method, cfg.tasks, cfg.seed)
+    return train_vl(cfg)
+
+
+def run_rows(base: dict, tasks: list[str], wanted: list[str], out: Path) -> list[tuple[str, int, dict]]:
+    """Every wanted row of a method comparison for ``base`` (a resolved config as a dict):
+    (label, trainable parameters, metrics)."""
+    llava = base["backbone"] == "llava"
+    rows: list[tuple[str, int, dict]] = []
+    if "frozen" in wanted:
+        frozen = run(base, "frozen_heads", out, method="heads_only")
+        label = "frozen decoder, projector trained" if llava else "frozen backbone + heads"
+        rows.append((label, frozen["trainable_parameters"], frozen["metrics"]))
+    if "single" in wanted:
+        single_metrics, single_params = {}, 0
+        for task in tasks:
+            result = run(base, f"lora_{task}", out, method="lora", tasks=[task])
+            single_metrics.update(result["metrics"])
+            single_params += result["trainable_parameters"]
+        rows.append((f"single-task LoRA ({len(tasks)} models)", single_params, single_metrics))
+    if "shared" in wanted:
+        shared = run(base, "lora_shared", out, method="lora")
+        rows.append(("one shared LoRA", shared["trainable_parameters"], shared["metrics"]))
+    if "mtl_lora" in wanted:
+        mtl = run(base, "mtl_lora", out, method="mtl_lora")
+        rows.append(("MTL-LoRA", mtl["trainable_parameters"], mtl["metrics"]))
+    return rows
