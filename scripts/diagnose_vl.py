@@ -64,7 +64,11 @@ def label_of(config: dict, label_by: list[str]) -> str:
 
 
 def series(rows: list[dict], key: str, per_lr: bool) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key] / r["lr"] if per_lr and r.get("lr") else r[key]) for r in rows if key in r]
+    """``key`` over the steps; ``per_lr`` divides by the learning rate that step used, which is
+    the rate the previous row logged (a row's ``lr`` is the rate of the step after it)."""
+    used = {r["step"] + 1: r["lr"] for r in rows if "lr" in r}
+    points = [(r["step"], r[key] / used[r["step"]] if per_lr else r[key]) for r in rows
+              if key in r and (not per_lr or used.get(r["step"]))]
     return [s for s, _ in points], [v for _, v in points]
 
 
