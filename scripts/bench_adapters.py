@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vlmtl.adapters import LoRALinear, MTLLoRALinear, use_tasks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
+
+from benchlib import saved_bytes  # noqa: E402
 
 
 def reference_mtl_lora(layer: MTLLoRALinear, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -35,21 +41,6 @@ def reference_mtl_lora(layer: MTLLoRALinear, x: torch.Tensor, ids: torch.Tensor)
     h = F.linear(x, layer.A)  # (B, L, r)
     delta = torch.bmm(torch.bmm(h, lam.transpose(1, 2)), mixed_b.transpose(1, 2))
     return layer.base_layer(x) + layer.scaling * delta
-
-
-def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the output plus the distinct tensors autograd saves for backward."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    storages[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
-    return sum(storages.values())
 
 
 def peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:

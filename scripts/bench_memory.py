@@ -46,11 +46,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
+
+from benchlib import (  # noqa: E402
+    cpu_model,
+    hwm_bytes,
+    maxrss_bytes,
+    release_freed_memory,
+    reset_hwm,
+    rss_bytes,
+    spread,
+    summary,
+)
 
 SAVERS = ("checkpointing", "bf16", "fp16")  # the parts of a configuration name, in this order
 ALIASES = {"on": "checkpointing"}  # the earlier name of checkpointing on
@@ -91,57 +103,6 @@ def parse_configs(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- child: one configuration
-def rss_bytes() -> int:
-    """Resident set size of this process now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def maxrss_bytes() -> int:
-    """Peak RSS of this process (``ru_maxrss``, KiB on Linux)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def hwm_bytes() -> int | None:
-    """VmHWM: the peak RSS since the last reset through /proc/self/clear_refs."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def release_freed_memory() -> bool:
-    """Give memory that malloc holds in its free lists back to the OS, so the RSS counts only
-    what is alive (glibc keeps freed activations mapped otherwise)."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 def make_texts(tokenizer, n: int, generator) -> list[str]:
     import torch
 
@@ -291,17 +252,6 @@ def run_child(args) -> dict:
 
 
 # --------------------------------------------------------------------------- parent: rounds and report
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def child_command(args, config: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config, "--model", args.model,
            "--batch-size", str(args.batch_size), "--tasks", ",".join(args.tasks), "--device", args.device,
@@ -320,15 +270,6 @@ def run_config(args, config: str) -> dict:
     if not lines:
         raise RuntimeError(f"the {config!r} child printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(lines[-1][len(RESULT_MARK):])
-
-
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
-def spread(s: dict, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
-    return f"{med} ({lo}–{hi})"
 
 
 def report(doc: dict) -> str:

@@ -80,6 +80,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
+
+from benchlib import (  # noqa: E402
+    cpu_model,
+    hwm_bytes,
+    maxrss_bytes,
+    ratio,
+    release_freed_memory,
+    reset_hwm,
+    rss_bytes,
+    spread,
+    summary,
+)
+
 MIB = 2**20
 BENCHES = ("clip", "llava", "merged")
 VARIANTS = ("peft", "mtl_lora", "lora")  # peft is the baseline of the training benchmarks
@@ -104,61 +118,6 @@ TINY = dict(clip_model="default", clip_batch=4, llava_layers=1, llava_hidden=64,
 
 
 # --------------------------------------------------------------------------- memory and time
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def maxrss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_hwm() -> bool:
-    """VmHWM := current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def release_freed_memory() -> None:
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def versions() -> dict:
     import open_clip
     import peft
@@ -735,21 +694,6 @@ def in_fresh_process(fn, args, *fn_args) -> dict:
 
 
 # --------------------------------------------------------------------------- summaries and reports
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
-def ratio(values: list[float], baseline: list[float]) -> dict:
-    per_round = [v / b for v, b in zip(values, baseline, strict=True)]
-    return {"median": statistics.median(values) / statistics.median(baseline), "min": min(per_round),
-            "max": max(per_round), "per_round": per_round}
-
-
-def spread(s: dict, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
-    return f"{med} ({lo}–{hi})"
-
-
 def machine(args) -> dict:
     try:
         affinity = len(os.sched_getaffinity(0))

@@ -66,6 +66,19 @@ import time
 import types
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
+
+from benchlib import (  # noqa: E402
+    cpu_model,
+    hwm_bytes,
+    maxrss_bytes,
+    release_freed_memory,
+    reset_hwm,
+    rss_bytes,
+    spread,
+    summary,
+)
+
 VARIANTS = ("plain", "vlmtl_mtlora", "official_mtlora", "vlmtl_mtl_lora_batched", "vlmtl_mtl_lora_sequential",
             "vlmtl_full", "vlmtl_mtlora_checkpointing")
 DEFAULT_VARIANTS = ",".join(VARIANTS)
@@ -79,51 +92,6 @@ OFFICIAL_FILES = ("config.py", "utils.py", "data/mtl_ds.py", "models/__init__.py
 TIMM_NAME = "swin_tiny_patch4_window7_224"
 RESULT_MARK = "BENCH_SWIN_RESULT "
 MIB = 2**20
-
-
-# --------------------------------------------------------------------------- memory helpers
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def maxrss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def release_freed_memory() -> bool:
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
 
 
 # --------------------------------------------------------------------------- models
@@ -319,10 +287,6 @@ def run_variant(args, variant: str) -> dict:
     return json.loads(lines[-1][len(RESULT_MARK):])
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
 def run_parent(args) -> dict:
     start = time.perf_counter()
     variants = args.variants
@@ -364,22 +328,6 @@ def run_parent(args) -> dict:
     return doc
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def spread(s: dict, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
-    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
-    return f"{med} ({lo}–{hi})"
-
-
 def report(doc: dict) -> str:
     mem = "peak allocated increment (MiB)" if doc["memory_kind"] == "cuda_allocated" else "peak RSS increment (MiB)"
     lines = [
@@ -394,8 +342,9 @@ def report(doc: dict) -> str:
     ]
     for v in doc["variants"]:
         r, ratio, s = doc["results"][v], doc["ratios"][v], doc["setup"][v]
-        lines.append(f"| {v} | {s['parameters']:,} | {s['trainable_parameters']:,} | {spread(r['step_s'])} | "
-                     f"{spread(ratio['step_s'], fmt='{:.3f}')} | {spread(r['cpu_s'])} | "
+        lines.append(f"| {v} | {s['parameters']:,} | {s['trainable_parameters']:,} | "
+                     f"{spread(r['step_s'], fmt='{:.2f}')} | {spread(ratio['step_s'], fmt='{:.3f}')} | "
+                     f"{spread(r['cpu_s'], fmt='{:.2f}')} | "
                      f"{spread(ratio['cpu_s'], fmt='{:.3f}')} | {spread(r['increment_bytes'], MIB, '{:.0f}')} | "
                      f"{spread(ratio['memory'], fmt='{:.3f}')} |")
     lines += ["", "Ratios: median(variant) / median(plain); the spread is that of the per-round ratios (variant / "

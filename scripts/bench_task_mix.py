@@ -37,10 +37,13 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
+
+from benchlib import cpu_model, saved_bytes, spread, summary  # noqa: E402
 
 MODELS = {"vit-b-16": "ViT-B-16", "default": None}
 MIB = 2**20
@@ -116,25 +119,6 @@ def build(args: argparse.Namespace):
 
 def task_ids(batch: int, mix: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(batch) % mix).to(device)
-
-
-def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the output plus the distinct storages autograd saves for backward."""
-    storages: dict[tuple, int] = {}
-
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        storages[(t.device.type, storage.data_ptr())] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    storages[(out.device.type, out.untyped_storage().data_ptr())] = out.untyped_storage().nbytes()
-    return sum(storages.values())
-
-
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -246,22 +230,6 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def spread(s: dict, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
-    med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
-    return f"{med} ({lo}–{hi})"
-
-
 def report(doc: dict) -> str:
     s = doc["setup"]
     cuda = any(r["peak_allocated_bytes"] is not None for r in doc["results"].values())
@@ -279,8 +247,9 @@ def report(doc: dict) -> str:
     ]
     for mix in doc["mixes"]:
         r = doc["results"][str(mix)]
-        row = (f"| {mix} | {spread(r['step_s'])} | {spread(r['ratio'])} | {spread(r['cpu_s'])} | "
-               f"{spread(r['cpu_ratio'])} | {r['saved_bytes'] / MIB:.1f} | {r['saved_ratio']:.3f} |")
+        row = (f"| {mix} | {spread(r['step_s'], fmt='{:.3f}')} | {spread(r['ratio'], fmt='{:.3f}')} | "
+               f"{spread(r['cpu_s'], fmt='{:.3f}')} | {spread(r['cpu_ratio'], fmt='{:.3f}')} | "
+               f"{r['saved_bytes'] / MIB:.1f} | {r['saved_ratio']:.3f} |")
         if cuda:
             row += f" {r['peak_allocated_bytes'] / MIB:.1f} |"
         lines.append(row)
