@@ -235,12 +235,15 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
             return out + F.linear(h, up[routing.uniform])
         if x.dim() < 2:
             raise ValueError("a mixed-task batch needs inputs with a leading batch dimension")
-        rows = x.shape[0]
-        ids = self.per_row_ids(routing, rows, x.device)
-        per_sample_up = up.index_select(0, ids).transpose(1, 2)  # (rows, r, d_out)
-        h3 = h.reshape(rows, -1, self.r)
+        # One up-projection per sample, over all of its rows: under fold_batch (Swin windows) a
+        # sample's k rows are consecutive, so gathering one per row would copy U_t k times.
+        self.rows_per_sample(routing, x.shape[0])  # length check only
+        ids = routing.ids_on(x.device)
+        samples = ids.numel()
+        per_sample_up = up.index_select(0, ids).transpose(1, 2)  # (samples, r, d_out)
+        h3 = h.reshape(samples, -1, self.r)
         if inplace:
-            out.view(rows, -1, self.out_features).baddbmm_(h3, per_sample_up)
+            out.view(samples, -1, self.out_features).baddbmm_(h3, per_sample_up)
             return out
         return out + torch.bmm(h3, per_sample_up).view_as(out)
 
