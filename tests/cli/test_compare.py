@@ -29,3 +29,13 @@ def test_a_finished_run_with_other_options_is_named_not_reused(tmp_path):
     _finished(tmp_path, lr=1e-3)
     with pytest.raises(ValueError, match=r"other options \(lr: 0.001, asked for 0.002\)"):
         finished_run(VLTrainConfig(output=str(tmp_path / "run"), lr=2e-3))
+
+
+def test_options_added_after_a_run_count_as_their_defaults(tmp_path):
+    cfg = _finished(tmp_path, lr=1e-3)
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text("\n".join(line for line in saved.read_text().splitlines()
+                               if not line.startswith(("mixing_lr", "synthetic_interference"))))
+    assert finished_run(cfg) is not None
+    with pytest.raises(ValueError, match="mixing_lr: None, asked for 0.1"):
+        finished_run(VLTrainConfig(output=cfg.output, lr=1e-3, mixing_lr=0.1))

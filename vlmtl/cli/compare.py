@@ -6,6 +6,7 @@ scripts can share runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -21,6 +22,13 @@ BOOKKEEPING = ("output", "save_every", "keep_last", "resume", "log_every")
 logger = logging.getLogger(__name__)
 
 
+def field_defaults(cls) -> dict:
+    """Each config field's default value."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING}
+
+
 def finished_run(cfg: VLTrainConfig) -> dict | None:
     """The ``metrics.json`` of a finished run in ``cfg.output`` trained with ``cfg``'s options
     (bookkeeping aside); None if there is none. A finished run with other options is an
@@ -29,8 +37,9 @@ def finished_run(cfg: VLTrainConfig) -> dict | None:
     metrics, saved = out / "metrics.json", out / "config.yaml"
     if not metrics.is_file() or not saved.is_file():
         return None
-    had = yaml.safe_load(saved.read_text())
     wanted = cfg.to_dict()
+    # an option added after the run was made has its default there (new options keep the old behaviour)
+    had = {**field_defaults(type(cfg)), **yaml.safe_load(saved.read_text())}
     differ = sorted(k for k in set(had) | set(wanted) if k not in BOOKKEEPING and had.get(k) != wanted.get(k))
     if differ:
         key = differ[0]
