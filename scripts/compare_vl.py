@@ -9,7 +9,8 @@ alone; its parameters are summed over the tasks); ``shared``, one LoRA shared by
 ``mtl_lora``. Every run uses the same config (scripts/train_vl.py's defaults, or
 configs/vl_llava.yaml with --model llava, plus the flags here), the same steps and batch size.
 
-``--seeds 0,1,2`` runs every row once per seed (``<output>/seed<s>/<row>``) and reports each
+``--row-options`` gives rows their own options, e.g. each method at its best learning rate
+from ``sweep_vl.py``. ``--seeds 0,1,2`` runs every row once per seed (``<output>/seed<s>/<row>``) and reports each
 metric as mean ± standard deviation over the seeds; a value marked ≈ is not told apart from its
 column's best by the seeds (Welch's t-test, 5 %), a best marked * is told apart from every other
 row. Writes results.md, results.csv (means), results_seeds.csv (every seed's row), results.png
@@ -31,8 +32,9 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
 
-from vlmtl.cli.compare import ROWS, run_rows  # noqa: E402
+from vlmtl.cli.compare import ROWS, run_rows, yaml_options  # noqa: E402
 from vlmtl.cli.report import HEADLINE, mark_unsupported, summarize, write_results  # noqa: E402
 from vlmtl.train import VLTrainConfig  # noqa: E402
 
@@ -52,6 +54,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: --seed)")
+    parser.add_argument("--row-options", type=yaml_options, default={},
+                        help="YAML: options of single rows on top of the config, e.g. "
+                             "'{mtl_lora: {lr: 1e-3}, single: {lr: 2e-3}, shared: {lr: 2e-3}}'")
     parser.add_argument("--output", default="runs/compare_vl")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -68,7 +73,8 @@ def main() -> None:
     for seed in seeds:
         base = VLTrainConfig.from_sources(config, model=args.model, tasks=tasks, max_steps=args.max_steps,
                                           seed=seed).to_dict()
-        per_seed[seed] = run_rows(base, tasks, wanted, out / f"seed{seed}" if len(seeds) > 1 else out)
+        per_seed[seed] = run_rows(base, tasks, wanted, out / f"seed{seed}" if len(seeds) > 1 else out,
+                                  row_options=args.row_options)
     labels = [label for label, _, _ in per_seed[seeds[0]]]
     params = [p for _, p, _ in per_seed[seeds[0]]]
     columns = [(t, key) for t in tasks for key, _ in COLUMNS[t]]
@@ -80,7 +86,9 @@ def main() -> None:
     values = [[name, params[i]] + [summaries[c][i].mean for c in columns] for i, name in enumerate(labels)]
     command = "python scripts/compare_vl.py " + (f"--config {args.config} " if args.config else "") + (
         f"--model {args.model} " if args.model else "") + (
-        f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seeds {','.join(map(str, seeds))}")
+        f"--tasks {args.tasks} --rows {args.rows} --max-steps {args.max_steps} --seeds {','.join(map(str, seeds))}") + (
+        f" --row-options '{yaml.safe_dump(args.row_options, default_flow_style=True).strip()}'" if args.row_options
+        else "")
     spread = "mean ± std over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
     marks = "; ≈: not told apart from the column's best by the seeds (Welch, 5 %), *: best, told apart from all" \
         if len(seeds) > 1 else ""

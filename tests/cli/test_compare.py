@@ -39,3 +39,12 @@ def test_options_added_after_a_run_count_as_their_defaults(tmp_path):
     assert finished_run(cfg) is not None
     with pytest.raises(ValueError, match="mixing_lr: None, asked for 0.1"):
         finished_run(VLTrainConfig(output=cfg.output, lr=1e-3, mixing_lr=0.1))
+
+
+def test_mtl_lora_options_do_not_tell_lora_runs_apart(tmp_path):
+    cfg = _finished(tmp_path, method="lora", n_up=3, temperature=0.5)
+    assert finished_run(VLTrainConfig(output=cfg.output, method="lora", n_up=2, temperature=0.8)) is not None
+    (tmp_path / "m").mkdir()
+    _finished(tmp_path / "m", method="mtl_lora", n_up=3)
+    with pytest.raises(ValueError, match="n_up: 3, asked for 2"):
+        finished_run(VLTrainConfig(output=str(tmp_path / "m" / "run"), method="mtl_lora", n_up=2))
