@@ -9,8 +9,9 @@ stay frozen; ``--add-steps`` steps), ``mtl_lora`` (MTL-LoRA on all the tasks fro
 and ``lora_<task>`` (a single-task LoRA for the new task). Every run uses the config
 (``--config``, default configs/vl_default.yaml) with ``--max-steps``; finished runs with the same
 options are read, not trained again (the folder names match compare_vl.py's, so its runs
-can be linked in). Writes results.md (the new task's metrics and what each way trains, mean ±
-std over seeds; ≈ marks differences the seeds do not support), results_seeds.csv.
+can be linked in; ``--row-options`` gives a run its own options, as in compare_vl.py). Writes
+results.md (the new task's metrics and what each way trains, mean ± std over seeds; ≈ marks
+differences the seeds do not support) and results_seeds.csv.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vlmtl.cli.compare import run  # noqa: E402
+from vlmtl.cli.compare import run, yaml_options  # noqa: E402
 from vlmtl.cli.report import mark_unsupported, markdown_table, summarize  # noqa: E402
 from vlmtl.train import VLTrainConfig  # noqa: E402
 
@@ -37,11 +40,13 @@ def runs_for_seed(args, tasks: list[str], seed: int) -> dict[str, dict]:
     new = args.new_task
     out = args.output / f"seed{seed}"
     base = VLTrainConfig.from_sources(args.config, tasks=tasks, max_steps=args.max_steps, seed=seed).to_dict()
-    trained = run(base, "base", out, method="mtl_lora")
-    added = run(base, f"add_{new}", out, method="mtl_lora", tasks=[*tasks, new], add_task=new,
-                from_run=str(out / "base"), max_steps=args.add_steps or args.max_steps)
-    joint = run(base, "mtl_lora", out, method="mtl_lora", tasks=[*tasks, new])
-    single = run(base, f"lora_{new}", out, method="lora", tasks=[new])
+    own = args.row_options
+    trained = run(base, "base", out, **{**own.get("base", {}), "method": "mtl_lora"})
+    added = run(base, f"add_{new}", out, **{**own.get("add", {}), "method": "mtl_lora", "tasks": [*tasks, new],
+                                           "add_task": new, "from_run": str(out / "base"),
+                                           "max_steps": args.add_steps or args.max_steps})
+    joint = run(base, "mtl_lora", out, **{**own.get("joint", {}), "method": "mtl_lora", "tasks": [*tasks, new]})
+    single = run(base, f"lora_{new}", out, **{**own.get("single", {}), "method": "lora", "tasks": [new]})
     return {"base": trained, "add": added, "joint": joint, "single": single}
 
 
@@ -53,8 +58,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--add-steps", type=int, help="steps of the added task (default: --max-steps)")
+    parser.add_argument("--row-options", type=yaml_options, default={},
+                        help="YAML: options of the base, add, joint or single runs on top of the config, "
+                             "e.g. '{single: {lr: 2e-3}}'")
     parser.add_argument("--output", type=Path, default=Path("runs/compare_add_task"))
     args = parser.parse_args()
+    unknown = sorted(set(args.row_options) - {"base", "add", "joint", "single"})
+    if unknown:
+        parser.error(f"--row-options for unknown run(s) {unknown}; they are base, add, joint, single")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     tasks = [t for t in args.tasks.split(",") if t]
     if args.new_task in tasks:
@@ -84,7 +95,9 @@ def write_report(args, tasks: list[str], seeds: list[int], per_seed: dict) -> No
             for i, (way, label) in enumerate(WAYS)]
     command = ("python scripts/compare_add_task.py " + (f"--config {args.config} " if args.config else "")
                + f"--tasks {args.tasks} --new-task {new} --seeds {args.seeds} --max-steps {args.max_steps}"
-               + (f" --add-steps {args.add_steps}" if args.add_steps else ""))
+               + (f" --add-steps {args.add_steps}" if args.add_steps else "")
+               + (f" --row-options '{yaml.safe_dump(args.row_options, default_flow_style=True).strip()}'"
+                  if args.row_options else ""))
     note = (f"mean ± std over seeds {', '.join(map(str, seeds))}; ≈: not told apart from the column's best by the "
             f"seeds (Welch, 5 %). Made by `{command}`")
     text = markdown_table(header, rows) + f"\n\n{note}\n"

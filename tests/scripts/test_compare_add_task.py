@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import yaml
+
 from ..conftest import run_script
 from .test_sweep_vl import _small_config
 
@@ -12,7 +14,8 @@ from .test_sweep_vl import _small_config
 def test_add_task_against_joint_and_single_task_training(tmp_path):
     out = tmp_path / "out"
     done = run_script("compare_add_task.py", "--config", str(_small_config(tmp_path)), "--tasks", "vqa",
-                      "--new-task", "retrieval", "--seeds", "0", "--max-steps", "1", "--output", str(out), timeout=600)
+                      "--new-task", "retrieval", "--seeds", "0", "--max-steps", "1", "--output", str(out),
+                      "--row-options", "{single: {lr: 1e-3}}", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     seed = out / "seed0"
     assert {p.name for p in seed.iterdir()} == {"base", "add_retrieval", "mtl_lora", "lora_retrieval"}
@@ -24,7 +27,9 @@ def test_add_task_against_joint_and_single_task_training(tmp_path):
     assert set(rows) == {"add", "joint", "single"}
     assert float(rows["add"]["retrieval/rsum"]) == added["metrics"]["retrieval"]["rsum"]
     assert int(rows["add"]["trainable parameters"]) < int(rows["single"]["trainable parameters"])
+    assert yaml.safe_load((seed / "lora_retrieval" / "config.yaml").read_text())["lr"] == 1e-3
     table = (out / "results.md").read_text()
+    assert "--row-options '{single: {lr: 0.001}}'" in table
     assert "added to the trained MTL-LoRA" in table and "| yes |" in table
 
 
