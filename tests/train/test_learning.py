@@ -3,9 +3,9 @@ training by stated margins, measured on the embedded data.
 
 - VL main job (configs/vl_default.yaml: MTL-LoRA on the embedded CLIP, vqa + retrieval),
   100 steps: VQA accuracy against always answering the most common training answer
-  (measured: 40.1 against 11.5; the test asks for +20). Retrieval: the embedded CLIP was
+  (measured: 39.0 against 11.5; the test asks for +20). Retrieval: the embedded CLIP was
   pre-trained contrastively on scenes of the same generator, so the frozen backbone is already
-  near the ceiling (R@1 97.6 / 94.7 on these 300 captions; the run: 90.2 / 93.7); the run must
+  near the ceiling (R@1 97.6 / 94.7 on these 300 captions; the run: 95.1 / 95.0); the run must
   stay within 10 points of it and far above chance (a random ranking's R@1 is under 1 %).
 - Dense default (configs/dense_synthetic_small.yaml: MTLoRA on a small random Swin), 40
   steps, against the same model before training (measured: semseg mIoU 0.5 → 7.1, parts mIoU
