@@ -12,7 +12,8 @@ lowest and highest seed. Writes ``diagnosis.png``:
 - the training loss of every task (smoothed), one panel per task;
 - ‖ΔW_t‖, the size of the weight change each task has learned;
 - the size of one optimizer step's change of ΔW_t, and of the up-projection a task sees
-  (LoRA's scaling·B, MTL-LoRA's scaling·B̃_t), each divided by the step's learning rate;
+  (LoRA's scaling·B, MTL-LoRA's scaling·B̃_t), each divided by the step's learning rate
+  (steps below 1 % of the peak rate left out);
 - MTL-LoRA's mixing entropy (1: the B_i mixed uniformly), how far the logits w moved, and the
   mean cosine between the B_i (1: they are one matrix);
 
@@ -35,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
+from vlmtl.cli.compare import MTL_LORA_ONLY  # noqa: E402
 from vlmtl.cli.report import markdown_table  # noqa: E402
 
 # (title, key pattern with {task}, divide by the learning rate)
@@ -59,7 +61,9 @@ def read_run(path: Path) -> tuple[dict, list[dict]]:
 
 
 def label_of(config: dict, label_by: list[str]) -> str:
-    parts = [str(config.get("method"))] + [f"{k}={config.get(k)}" for k in label_by]
+    """The method and the ``label_by`` options (those only MTL-LoRA reads left out for LoRA)."""
+    shown = [k for k in label_by if config.get("method") == "mtl_lora" or k not in MTL_LORA_ONLY]
+    parts = [str(config.get("method"))] + [f"{k}={config.get(k)}" for k in shown]
     return " ".join(parts)
 
 
@@ -67,8 +71,9 @@ def series(rows: list[dict], key: str, per_lr: bool) -> tuple[list[int], list[fl
     """``key`` over the steps; ``per_lr`` divides by the learning rate that step used, which is
     the rate the previous row logged (a row's ``lr`` is the rate of the step after it)."""
     used = {r["step"] + 1: r["lr"] for r in rows if "lr" in r}
+    floor = 0.01 * max(used.values(), default=0.0)  # near the schedule's end a ratio of two tiny numbers
     points = [(r["step"], r[key] / used[r["step"]] if per_lr else r[key]) for r in rows
-              if key in r and (not per_lr or used.get(r["step"]))]
+              if key in r and (not per_lr or used.get(r["step"], 0.0) > floor)]
     return [s for s, _ in points], [v for _, v in points]
 
 
