@@ -103,7 +103,11 @@ def test_train_vl_end_to_end_on_synthetic_data(synthetic_vl, tmp_path):
     resolved = (out / "config.yaml").read_text()
     assert "max_steps: 3" in resolved and "seed: 1" in resolved
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3
+    for task in ("vqa", "retrieval", "caption"):  # the adapter monitor's measurements, every logged step
+        assert all(row[f"adapter/update/delta/{task}"] > 0 for row in log)
+        assert all(0 < row[f"adapter/mixing_entropy/{task}"] <= 1 for row in log)
     assert "train mtl_lora" in result.stderr  # the progress bar
 
 

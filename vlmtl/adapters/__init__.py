@@ -5,7 +5,14 @@ Knows nothing of models or data: it works on any ``nn.Module``.
 
 from .add_task import add_task
 from .config import AdapterConfig, LoRAConfig, MTLLoRAConfig, MTLoRAConfig
-from .inject import adapted_module_names, count_parameters, get_config, inject, print_trainable_parameters
+from .inject import (
+    adapted_module_names,
+    count_parameters,
+    get_config,
+    inject,
+    parameter_groups,
+    print_trainable_parameters,
+)
 from .io import load_adapters, save_adapters
 from .layers import AdaptedMultiheadAttention, AdapterLayer, LoRALinear, MTLLoRALinear, MTLoRALinear
 from .merge import merge, merge_and_unload, unmerge
@@ -26,6 +33,7 @@ __all__ = [
     "get_config",
     "adapted_module_names",
     "count_parameters",
+    "parameter_groups",
     "print_trainable_parameters",
     "use_tasks",
     "MultiTaskModel",

@@ -140,6 +140,28 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def parameter_groups(model: nn.Module, lr: float, lambda_lr: float | None = None,
+                     mixing_lr: float | None = None) -> list[dict]:
+    """The trainable parameters of ``model`` as optimizer groups: MTL-LoRA's task transforms Λ
+    at ``lambda_lr`` and its mixing logits w at ``mixing_lr`` (each None: ``lr``), everything
+    else at ``lr``. With Adam a parameter moves about ``lr`` per step whatever its gradient's
+    size, so logits initialised ±1/√n barely move in a few hundred steps at a LoRA learning
+    rate: their own rate lets the mixing actually change. Empty groups are left out."""
+    special = {"Lambda": lambda_lr, "w": mixing_lr}
+    groups: dict[float, list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, MTLLoRALinear):
+            for name, rate in special.items():
+                param = getattr(module, name)
+                if param.requires_grad and rate is not None and id(param) not in seen:
+                    groups.setdefault(float(rate), []).append(param)
+                    seen.add(id(param))
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    out = [{"params": rest, "lr": lr}] if rest else []
+    return out + [{"params": params, "lr": rate} for rate, params in groups.items()]
+
+
 def print_trainable_parameters(model: nn.Module) -> None:
     trainable, total = count_parameters(model)
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")

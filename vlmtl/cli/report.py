@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# each vision-language task's headline metric (higher is better), for figures and rankings
+HEADLINE = {"vqa": "accuracy", "retrieval": "rsum", "caption": "CIDEr"}
+
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -38,6 +38,7 @@ from vlmtl import distributed
 from vlmtl.adapters.io import atomic_write
 
 from . import checkpoint as ckpt
+from .adapter_monitor import AdapterMonitor
 from .checkpoint import Progress
 from .config import TrainConfig
 from .plots import plot_training_curves
@@ -58,7 +59,8 @@ class Job:
     augmentation draws). ``param_groups`` default to every trainable parameter at ``lr``.
     ``loss_counts(batch)`` says how many units (samples, tokens, pixels) each task's loss
     averages over in the batch (default: the batch's samples); data parallelism weights each
-    rank's loss by its share of the global count (:func:`global_batch_loss`)."""
+    rank's loss by its share of the global count (:func:`global_batch_loss`). ``monitor``
+    adds adapter measurements (update sizes, mixing entropy) to every logged step's row."""
 
     model: nn.Module
     loader: DataLoader
@@ -68,6 +70,7 @@ class Job:
     on_epoch: Callable[[int], None] | None = None
     title: str = ""
     loss_counts: Callable[[dict], dict[str, float]] | None = None
+    monitor: AdapterMonitor | None = None  # adapter measurements in the log rows, every log_every steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -301,6 +304,9 @@ class Trainer:
         guard = NonFiniteGuard(progress, cfg.max_nonfinite)
         interval_losses: list[float] = []
         resuming_mid_epoch = progress.batches_in_epoch > 0  # the sampler holds the position already
+        unwrapped = self.accelerator.unwrap_model(model)
+        if job.monitor is not None:
+            job.monitor.start(unwrapped)
         while progress.step < total:
             if not resuming_mid_epoch:
                 sampler.set_epoch(progress.epoch)
@@ -320,6 +326,9 @@ class Trainer:
                 counts = job.loss_counts(batch) if job.loss_counts else dict.fromkeys(losses, size)
                 loss, logged = global_batch_loss(losses, counts, cfg.loss_weight, list(cfg.tasks))
                 reported = sum(cfg.loss_weight(t) * value for t, value in logged.items())
+                watched = job.monitor is not None and (progress.step + 1) % cfg.log_every == 0
+                if watched:
+                    job.monitor.before_step(unwrapped)
                 if not apply_update(loss, reported, logged, guard, self.accelerator, model, optimizer, scheduler,
                                     cfg.grad_clip):
                     continue
@@ -327,6 +336,8 @@ class Trainer:
                 progress.step_times.append((time.perf_counter() - began, size))
                 progress.step += 1
                 row = {"step": progress.step, "lr": scheduler.get_last_lr()[0], **logged}
+                if watched:
+                    row.update(job.monitor.after_step(unwrapped))
                 progress.history.append(row)
                 interval_losses.append(reported)
                 bar.update(1)

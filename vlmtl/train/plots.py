@@ -25,9 +25,10 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """One line per loss key of ``history`` (a list of ``{"step": s, "<task>": loss, ...}``),
-    raw in light colour and smoothed on top; the learning rate on a second panel."""
+    raw in light colour and smoothed on top; the learning rate on a second panel. Measurements
+    named with a slash (``adapter/...``) are not losses and are left to their own plots."""
     path = Path(path)
-    keys = sorted({k for row in history for k in row if k not in ("step", "lr")})
+    keys = sorted({k for row in history for k in row if k not in ("step", "lr") and "/" not in k})
     fig = Figure(figsize=(8, 6))
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: PNG rendering without any backend selection
     ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})

@@ -14,11 +14,12 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
-from vlmtl.adapters import count_parameters
+from vlmtl.adapters import count_parameters, parameter_groups
 from vlmtl.data import AnswerVocab, MultiTaskBatchSampler, MultiTaskDataset
 from vlmtl.metrics import caption_tokenizer, normalize_answer
 from vlmtl.models import create_multitask_clip, create_multitask_llava
 
+from .adapter_monitor import AdapterMonitor
 from .config import VLTrainConfig
 from .engine import Job, Trainer
 from .llava_model import VLLlavaModel
@@ -66,12 +67,13 @@ def build_job(cfg: VLTrainConfig, model: VLModel, train_samples, answers: Answer
     # or a resumed run would draw different dropout masks than an uninterrupted one.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=model.collator(answers), generator=torch.Generator().manual_seed(cfg.seed))
-    groups = [{"params": [p for p in model.adapted.parameters() if p.requires_grad], "lr": cfg.lr},
-              {"params": [p for p in model.heads.parameters() if p.requires_grad], "lr": cfg.head_lr}]
+    groups = parameter_groups(model.adapted, cfg.lr, lambda_lr=cfg.lambda_lr, mixing_lr=cfg.mixing_lr)
+    groups.append({"params": [p for p in model.heads.parameters() if p.requires_grad], "lr": cfg.head_lr})
+    monitor = AdapterMonitor(cfg.tasks) if cfg.monitor_adapters and AdapterMonitor.applies_to(model.adapted) else None
     logger.info("%s on %s: tasks %s, %d train samples %s", cfg.method, cfg.backbone, cfg.tasks, len(dataset),
                 dataset.task_counts())
     return Job(model=model, loader=loader, step=lambda m, batch: m(batch), param_groups=groups,
-               loss_counts=model.loss_counts)
+               loss_counts=model.loss_counts, monitor=monitor)
 
 
 def train_vl(cfg: VLTrainConfig) -> dict:
