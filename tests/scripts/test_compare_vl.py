@@ -18,7 +18,7 @@ def test_seeds_give_per_seed_rows_a_summary_table_and_a_figure(tmp_path):
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(config))
     done = run_script("compare_vl.py", "--config", str(tmp_path / "small.yaml"), "--tasks", "vqa,retrieval",
                       "--rows", "shared,mtl_lora", "--max-steps", "1", "--seeds", "0,1",
-                      "--row-options", "{shared: {lr: 1e-3}}",
+                      "--row-options", "{shared: {lr: 5e-4}}",
                       "--output", str(tmp_path / "out"), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
@@ -36,5 +36,5 @@ def test_seeds_give_per_seed_rows_a_summary_table_and_a_figure(tmp_path):
     assert (out / "results.png").stat().st_size > 10_000
     shared_config = yaml.safe_load((out / "seed1" / "lora_shared" / "config.yaml").read_text())
     mtl_config = yaml.safe_load((out / "seed1" / "mtl_lora" / "config.yaml").read_text())
-    assert shared_config["lr"] == 1e-3 and mtl_config["lr"] == config["lr"] != 1e-3  # a row's own options
-    assert "--row-options '{shared: {lr: 0.001}}'" in table
+    assert shared_config["lr"] == 5e-4 and mtl_config["lr"] == config["lr"] != 5e-4  # a row's own options
+    assert "--row-options '{shared: {lr: 0.0005}}'" in table
