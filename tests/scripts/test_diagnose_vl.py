@@ -18,8 +18,8 @@ def test_runs_of_two_methods_are_drawn_and_tabulated(synthetic_vl, tmp_path):
     done = run_script("diagnose_vl.py", *runs, "--label-by", "lr,n_up", "--output", str(tmp_path / "diag"))
     assert done.returncode == 0, done.stderr[-3000:]
     table = (tmp_path / "diag" / "diagnosis.md").read_text()
-    mtl = [line for line in table.splitlines() if line.startswith("| mtl_lora lr=0.002 n_up=3 |")]
-    lora = [line for line in table.splitlines() if line.startswith("| lora lr=0.002 |")]  # n_up: MTL-LoRA's only
+    mtl = [line for line in table.splitlines() if line.startswith("| mtl_lora lr=0.001 n_up=2 |")]
+    lora = [line for line in table.splitlines() if line.startswith("| lora lr=0.001 |")]  # n_up: MTL-LoRA's only
     assert any("mixing entropy" in line for line in mtl) and not any("mixing" in line for line in lora)
     assert any("vqa loss" in line for line in lora) and any("step change of ΔW_t / lr" in line for line in mtl)
     assert (tmp_path / "diag" / "diagnosis.png").stat().st_size > 20_000
