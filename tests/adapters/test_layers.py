@@ -187,3 +187,33 @@ def test_mtlora_dropout_is_the_official_one_mask_on_the_shared_input_only():
     second = layer.forward_streams(x, own)[1]  # new masks for x, none for the task inputs
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, names, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("tasks", [None, 1, [0, 1, 1, 0]])
+def test_adapted_output_backward_copies_no_output_gradient(tasks):
+    """An in-place add into the base output (a view) makes backward copy the whole output
+    gradient (CopySlices); the layers add out of place, in one fused addmm."""
+    base = nn.Linear(16, 12).requires_grad_(False)
+    layer = LoRALinear(base, r=4, alpha=8) if tasks is None else MTLLoRALinear(base, 2, 4, 8, n_up=2, temperature=1)
+    x = torch.randn(4, 3, 16, requires_grad=True)
+    if tasks is None:
+        y = layer(x)
+    else:
+        with use_tasks(layer, tasks):
+            y = layer(x)
+    nodes = _graph_nodes(y)
+    assert "CopySlices" not in nodes and ("AddmmBackward0" in nodes or "BaddbmmBackward0" in nodes), nodes
+    y.sum().backward()
+    assert layer.A.grad is not None and x.grad is not None

@@ -20,8 +20,6 @@ from torch import nn
 
 from .routing import TaskRoutedMixin
 
-_INPLACE_SAFE_BASES = (nn.Linear,)  # their backward does not need their output
-
 
 class ParamLinear(nn.Module):
     """A linear map over existing parameters (MHA's fused ``in_proj_weight``/``in_proj_bias``),
@@ -35,6 +33,15 @@ class ParamLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
+
+
+def _add_low_rank(out: torch.Tensor, h: torch.Tensor, up_t: torch.Tensor) -> torch.Tensor:
+    """``out + h @ up_t`` over the last dimension, in one fused, out-of-place ``addmm``.
+
+    Out of place on purpose: adding in place into the base output (a view of the linear's
+    2-D result) makes autograd copy the whole output gradient in backward (CopySlices)."""
+    summed = torch.addmm(out.reshape(-1, out.shape[-1]), h.to(out.dtype).reshape(-1, h.shape[-1]), up_t.to(out.dtype))
+    return summed.view(out.shape)
 
 
 def _check_linear(base: nn.Module) -> tuple[int, int]:
@@ -110,9 +117,6 @@ class AdapterLayer(WrapsBaseLayer):
         self._unmerged_weight = None
         self.merged_task = None
 
-    def _add_inplace_ok(self, out: torch.Tensor) -> bool:
-        return isinstance(self.base_layer, (*_INPLACE_SAFE_BASES, ParamLinear)) and out.is_contiguous()
-
 
 class LoRALinear(AdapterLayer):
     """LoRA: ``W x + b + (alpha/r) · B A dropout(x)``, A Kaiming, B zeros."""
@@ -136,10 +140,7 @@ class LoRALinear(AdapterLayer):
         if self.merged:
             return out
         h = F.linear(self.dropout(x).to(self.A.dtype), self.A)
-        delta = F.linear(h, self.B * self.scaling).to(out.dtype)
-        if self._add_inplace_ok(out):
-            return out.add_(delta)
-        return out + delta
+        return _add_low_rank(out, h, (self.B * self.scaling).t())
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}"
@@ -221,31 +222,24 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
                 )
             return out
         routing = self.current_routing()
-        up = self.task_up_projections().to(out.dtype)
-        h = F.linear(self.dropout(x).to(self.A.dtype), self.A).to(out.dtype)
-        inplace = self._add_inplace_ok(out)
+        up = self.task_up_projections()
+        h = F.linear(self.dropout(x).to(self.A.dtype), self.A)
         if routing.uniform is not None:
             if routing.ids is not None and x.dim() > 1:
                 self.rows_per_sample(routing, x.shape[0])  # length check only
-            delta_out = out.reshape(-1, self.out_features)
-            h2 = h.reshape(-1, self.r)
-            if inplace:
-                delta_out.addmm_(h2, up[routing.uniform].t())
-                return out
-            return out + F.linear(h, up[routing.uniform])
+            return _add_low_rank(out, h, up[routing.uniform].t())
         if x.dim() < 2:
             raise ValueError("a mixed-task batch needs inputs with a leading batch dimension")
         # One up-projection per sample, over all of its rows: under fold_batch (Swin windows) a
         # sample's k rows are consecutive, so gathering one per row would copy U_t k times.
         self.rows_per_sample(routing, x.shape[0])  # length check only
         ids = routing.ids_on(x.device)
+        per_sample_up = up.to(out.dtype).index_select(0, ids).transpose(1, 2)  # (samples, r, d_out)
         samples = ids.numel()
-        per_sample_up = up.index_select(0, ids).transpose(1, 2)  # (samples, r, d_out)
-        h3 = h.reshape(samples, -1, self.r)
-        if inplace:
-            out.view(samples, -1, self.out_features).baddbmm_(h3, per_sample_up)
-            return out
-        return out + torch.bmm(h3, per_sample_up).view_as(out)
+        summed = torch.baddbmm(
+            out.reshape(samples, -1, self.out_features), h.to(out.dtype).reshape(samples, -1, self.r), per_sample_up
+        )
+        return summed.view(out.shape)
 
     def extra_repr(self) -> str:
         return (
