@@ -24,7 +24,7 @@ def tiny_yaml(synthetic_vl, tmp_path, **extra) -> Path:
     values = {
         "tasks": ["vqa", "retrieval", "caption"], "data": "jsonl", "train_file": str(data / "train.jsonl"),
         "val_file": str(data / "val.jsonl"), "image_dir": str(data), "model": f"local-dir:{model_dir}",
-        "batch_size": 8, "workers": 2, "r": 4, "dropout": 0.1, "seed": 3, "max_steps": 60, "save_every": 5,
+        "batch_size": 8, "workers": 2, "r": 4, "dropout": 0.1, "seed": 3, "max_steps": 20, "save_every": 5,
         "keep_last": 2, "log_every": 1,
     }
     values.update(extra)
@@ -74,7 +74,7 @@ def assert_killed_run_resumes_exactly(config: Path, tmp_path: Path, script: str,
 
 
 def test_killed_run_resumes_to_the_same_adapters_as_an_uninterrupted_run(synthetic_vl, tmp_path):
-    assert_killed_run_resumes_exactly(tiny_yaml(synthetic_vl, tmp_path), tmp_path, "train_vl.py", 60,
+    assert_killed_run_resumes_exactly(tiny_yaml(synthetic_vl, tmp_path), tmp_path, "train_vl.py", 20,
                                       ("adapters/vlmtl_adapter_model.safetensors", "heads.safetensors"))
 
 
@@ -86,14 +86,14 @@ def test_killed_dense_run_resumes_to_the_same_weights(tmp_path):
     data = tmp_path / "PASCAL_MT"
     write_synthetic_pascal(data, n_train=8, n_val=4, seed=0, size=64)
     values = {
-        "data": str(data), "img_size": 64, "r": 4, "batch_size": 4, "max_steps": 24, "save_every": 4,
+        "data": str(data), "img_size": 64, "r": 4, "batch_size": 4, "max_steps": 12, "save_every": 4,
         "workers": 1, "lr": 1e-3, "warmup_ratio": 0.2, "eval_batch_size": 4, "log_every": 1, "seed": 2,
         "drop_path_rate": 0.1, "dropout": 0.1,
         "timm_kwargs": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4},
     }
     config = tmp_path / "dense.yaml"
     config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "\n")
-    assert_killed_run_resumes_exactly(config, tmp_path, "train_dense.py", 24,
+    assert_killed_run_resumes_exactly(config, tmp_path, "train_dense.py", 12,
                                       ("adapters/vlmtl_adapter_model.safetensors", "heads.safetensors"))
 
 
