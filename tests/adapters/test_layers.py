@@ -181,7 +181,7 @@ def test_mtlora_dropout_is_the_official_one_mask_on_the_shared_input_only():
     base = layer.base_layer(x)
     for stream in streams:  # the same mask: each task's update equals the shared update
         assert torch.allclose(stream - base, shared - base, atol=1e-6)
-    assert not torch.allclose(shared, base + layer._merged_shared_delta(x)), "dropout was applied"
+    assert not torch.allclose(shared, layer._add_update(base, x, layer.A, layer.B)), "dropout was applied"
     own = [torch.randn(4, 16), torch.randn(4, 16)]
     first = layer.forward_streams(x, own)[1]
     second = layer.forward_streams(x, own)[1]  # new masks for x, none for the task inputs
@@ -217,3 +217,15 @@ def test_adapted_output_backward_copies_no_output_gradient(tasks):
     assert "CopySlices" not in nodes and ("AddmmBackward0" in nodes or "BaddbmmBackward0" in nodes), nodes
     y.sum().backward()
     assert layer.A.grad is not None and x.grad is not None
+
+
+def test_mtlora_streams_add_their_updates_in_one_fused_addmm():
+    """MTLoRA's shared and task streams add s·B A x into the base output in the fused addmm
+    (scale folded into B), not as separate output-sized multiply and add passes."""
+    layer = MTLoRALinear(nn.Linear(16, 12).requires_grad_(False), num_tasks=2, r=4, r_task=2, scale=4.0,
+                         dropout=0.1).train()
+    x = torch.randn(4, 3, 16, requires_grad=True)
+    shared, streams = layer.forward_streams(x, [torch.randn(4, 3, 16), torch.randn(4, 3, 16)])
+    for y in (shared, *streams, layer(x)):
+        nodes = _graph_nodes(y)
+        assert "AddmmBackward0" in nodes and not {"AddBackward0", "CopySlices"} & nodes, nodes

@@ -293,19 +293,17 @@ class MTLoRALinear(AdapterLayer):
             )
         return self.scale * (self.B.float() @ self.A.float())
 
-    def _low_rank(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """s·b a x (``x`` already dropped out where it should be)."""
-        return F.linear(F.linear(x.to(a.dtype), a), b) * self.scale
-
-    def _merged_shared_delta(self, x: torch.Tensor) -> torch.Tensor:
-        """s·B A x without dropout: what a merged base weight adds to ``W x + b``."""
-        return F.linear(F.linear(x.to(self.A.dtype), self.A), self.B) * self.scale
+    def _add_update(self, out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                    sign: float = 1.0) -> torch.Tensor:
+        """``out ± s·b a x`` (``x`` already dropped out where it should be), the scale folded
+        into the r-column up-projection and the add fused (see ``_add_low_rank``)."""
+        return _add_low_rank(out, F.linear(x.to(a.dtype), a), (b * (sign * self.scale)).t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         if self.merged:
             return out
-        return out + self._low_rank(self.dropout(x), self.A, self.B).to(out.dtype)
+        return self._add_update(out, self.dropout(x), self.A, self.B)
 
     def forward_streams(
         self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
@@ -321,14 +319,14 @@ class MTLoRALinear(AdapterLayer):
         dropped = self.dropout(x)  # one mask, shared by every LoRA that reads x
         if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
             shared = base_out
-            frozen = base_out - self._merged_shared_delta(x).to(base_out.dtype)
+            frozen = self._add_update(base_out, x, self.A, self.B, sign=-1.0)  # undropped, as merged
         else:
-            shared = base_out + self._low_rank(dropped, self.A, self.B).to(base_out.dtype)
+            shared = self._add_update(base_out, dropped, self.A, self.B)
             frozen = base_out
         streams = []
         for t in range(self.num_tasks):
             u = dropped if task_inputs is None else task_inputs[t]
-            streams.append(frozen + self._low_rank(u, self.task_A[t], self.task_B[t]).to(frozen.dtype))
+            streams.append(self._add_update(frozen, u, self.task_A[t], self.task_B[t]))
         return shared, streams
 
     def extra_repr(self) -> str:
