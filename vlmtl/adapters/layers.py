@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import LoRADropout
 from .routing import TaskRoutedMixin
 
 
@@ -84,7 +85,7 @@ class AdapterLayer(WrapsBaseLayer):
         super().__init__()
         self.out_features, self.in_features = _check_linear(base)
         self.base_layer = base
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = LoRADropout(dropout) if dropout > 0 else nn.Identity()
         self.merged_task: int | None = None
         self._unmerged_weight: torch.Tensor | None = None
 
