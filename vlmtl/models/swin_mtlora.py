@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from vlmtl.adapters import inject, use_tasks
 from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.layers import AdapterLayer, MTLoRALinear
+from vlmtl.adapters.recompute import recompute_adapter_inputs
 from vlmtl.adapters.routing import routed_layers
 from vlmtl.heads.dense import DECODER_CHANNELS, DenseDecoder
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS, resolve_method
@@ -217,7 +219,7 @@ class MultiTaskSwin(nn.Module):
     TASK_PASSES = ("batched", "sequential")
 
     def __init__(self, backbone: nn.Module, tasks: Sequence[str], num_outputs: dict[str, int], method: str,
-                 task_pass: str = "sequential") -> None:
+                 task_pass: str = "sequential", recompute_adapter_inputs: bool = True) -> None:
         super().__init__()
         if task_pass not in self.TASK_PASSES:
             raise ValueError(f"task_pass must be one of {list(self.TASK_PASSES)}, got {task_pass!r}")
@@ -226,6 +228,9 @@ class MultiTaskSwin(nn.Module):
         self.method = method
         self.task_pass = task_pass
         self.grad_checkpointing = False
+        # Adapter inputs made by an activation or dropout are recomputed in backward, not kept
+        # (vlmtl.adapters.recompute): same gradients, less activation memory.
+        self.recompute_adapter_inputs = bool(recompute_adapter_inputs)
         self.feature_channels = stage_feature_channels(backbone)
         self.decoders = nn.ModuleDict(
             {t: DenseDecoder(self.feature_channels, num_outputs[t], DECODER_CHANNELS) for t in self.tasks}
@@ -297,9 +302,16 @@ class MultiTaskSwin(nn.Module):
             stacked = self._stages(images.repeat(len(self.tasks), 1, 1, 1))[0]
         return {t: [f[i * n : (i + 1) * n] for f in stacked] for i, t in enumerate(self.tasks)}
 
+    def _recording(self):
+        if (self.recompute_adapter_inputs and self.training and torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()):
+            return recompute_adapter_inputs(self.backbone)
+        return nullcontext()
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         size = tuple(images.shape[-2:])
-        feats = self.encode(images)
+        with self._recording():
+            feats = self.encode(images)
         return {t: self.decoders[t](feats[t], size) for t in self.tasks}
 
     def parameter_groups(self, trainable_only: bool = True) -> dict[str, int]:
