@@ -131,3 +131,23 @@ def test_swin_trains_with_the_same_gradients_as_without_recompute(method):
     assert g0.keys() == g1.keys()
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], msg=name)
+
+
+def test_a_layer_norm_output_read_by_an_adapter_is_freed_and_recomputed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LayerNorm(16), LoRALinear(nn.Linear(16, 8).requires_grad_(False), r=2, alpha=2))
+    nn.init.normal_(model[1].B)
+    x = torch.randn(4, 5, 16)
+    _, _, kept = forward_backward(model, x, recompute=False)
+    _, _, recomputed = forward_backward(model, x, recompute=True)
+    assert kept.keys() == recomputed.keys()
+    for name in kept:
+        torch.testing.assert_close(recomputed[name], kept[name], msg=name)
+    refs = []
+    model[0].register_forward_hook(lambda module, inputs, output: refs.append(weakref.ref(output)))
+    with recompute_adapter_inputs(model):
+        y_recomputed = model(x)
+    y_kept = model(x)
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is not None
+    del y_recomputed, y_kept

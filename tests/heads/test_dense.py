@@ -14,6 +14,7 @@ from vlmtl.heads.dense import (
     balanced_bce_loss,
     cross_entropy_loss,
     normals_l1_loss,
+    pointwise_conv,
 )
 from vlmtl.registry import DENSE_TASKS
 
@@ -108,3 +109,17 @@ def test_multitask_loss_weights_and_sum():
     assert total.item() == pytest.approx(sum(LOSS_WEIGHTS[t] * parts[t].item() for t in parts), rel=1e-6)
     with pytest.raises(ValueError, match="no loss"):
         MultiTaskDenseLoss(["depth"])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_is_the_1x1_convolution_with_its_gradients(bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, 1, bias=bias).double()
+    x = torch.randn(3, 6, 4, 7, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, 4, 7, dtype=torch.float64)
+    ours = pointwise_conv(conv, x)
+    torch.testing.assert_close(ours, conv(x))
+    grads = torch.autograd.grad((ours * weight).sum(), [x, *conv.parameters()])
+    expected = torch.autograd.grad((conv(x) * weight).sum(), [x, *conv.parameters()])
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)

@@ -16,35 +16,31 @@ The drop probability is therefore ``p`` rounded to a multiple of 2⁻¹⁵ (0.05
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 
 from .recompute import record
 
-_LANE_BITS = 15  # torch fills int32 with uniform numbers in [0, 2^31): two lanes of >= 15 random bits
+_LANE_BITS = 15  # torch fills int32 with uniform numbers in [0, 2^31): two 16-bit halves of >= 15 random bits
+_LANES_MASK = 0x7FFF7FFF  # the low 15 bits of each half
 
 
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool mask, each element True (dropped) with probability p rounded to a multiple of
     2⁻¹⁵, from torch's default generator: one int32 draw gives two elements.
 
-    The int32 draw is uniform on [0, 2³¹). Seen as two int16 lanes, the low half is uniform
-    over all of int16, the high half over [0, 2¹⁵); each lane is compared with a threshold
-    that drops a fraction k / 2¹⁵ of its values, k = round(p · 2¹⁵)."""
+    Each int32 draw is uniform on [0, 2³¹); keeping 15 bits of each 16-bit half
+    (``& 0x7FFF7FFF``, either byte order) gives two numbers uniform on [0, 2¹⁵), each dropped
+    when below k = round(p · 2¹⁵)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     numel = 1
     for size in shape:
         numel *= int(size)
-    k = round(p * 2**_LANE_BITS)
     words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_()
-    low_threshold, high_threshold = -(2**_LANE_BITS) + 2 * k, k  # low lane: [-2^15, 2^15), high: [0, 2^15)
-    order = (low_threshold, high_threshold) if sys.byteorder == "little" else (high_threshold, low_threshold)
-    thresholds = torch.tensor(order, dtype=torch.int16, device=device)
-    drop = words.view(torch.int16).view(-1, 2) < thresholds
-    return drop.view(-1)[:numel].view(shape)
+    lanes = words.bitwise_and_(_LANES_MASK).view(torch.int16)
+    drop = lanes < round(p * 2**_LANE_BITS)
+    return drop[:numel].view(shape)
 
 
 def _masked_scale(x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:

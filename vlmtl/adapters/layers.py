@@ -41,7 +41,11 @@ def _add_low_rank(out: torch.Tensor, h: torch.Tensor, up_t: torch.Tensor) -> tor
 
     Out of place on purpose: adding in place into the base output (a view of the linear's
     2-D result) makes autograd copy the whole output gradient in backward (CopySlices)."""
-    summed = torch.addmm(out.reshape(-1, out.shape[-1]), h.to(out.dtype).reshape(-1, h.shape[-1]), up_t.to(out.dtype))
+    # ``up_t`` is usually a transposed (column-major) view; autograd then computes its gradient
+    # as (grad^T h)^T, an output-sized matrix times an r-column one, several times slower on
+    # CPU than h^T grad. A row-major copy (r × d_out numbers) gets the fast orientation.
+    up_t = up_t.to(out.dtype).contiguous()
+    summed = torch.addmm(out.reshape(-1, out.shape[-1]), h.to(out.dtype).reshape(-1, h.shape[-1]), up_t)
     return summed.view(out.shape)
 
 
@@ -235,7 +239,8 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
         # sample's k rows are consecutive, so gathering one per row would copy U_t k times.
         self.rows_per_sample(routing, x.shape[0])  # length check only
         ids = routing.ids_on(x.device)
-        per_sample_up = up.to(out.dtype).index_select(0, ids).transpose(1, 2)  # (samples, r, d_out)
+        # (samples, r, d_out), row-major for the fast gradient orientation (see _add_low_rank)
+        per_sample_up = up.to(out.dtype).index_select(0, ids).transpose(1, 2).contiguous()
         samples = ids.numel()
         summed = torch.baddbmm(
             out.reshape(samples, -1, self.out_features), h.to(out.dtype).reshape(samples, -1, self.r), per_sample_up

@@ -27,6 +27,20 @@ LOSS_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "saliency":
 DECODER_CHANNELS: tuple[int, ...] = (18, 36, 72, 144)
 
 
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 1×1, stride-1, ungrouped ``conv`` as one batched matrix product (bias
+    fused). On CPU torch runs such convolutions through its slow im2col path when the batch is
+    small and one thread runs (about 15 % slower per decoder step here, scripts/bench_swin.py)."""
+    b, c, h, w = x.shape
+    weight = conv.weight.flatten(1)
+    flat = x.reshape(b, c, h * w)
+    if conv.bias is None:
+        out = torch.matmul(weight, flat)
+    else:
+        out = torch.baddbmm(conv.bias.view(1, -1, 1).expand(b, -1, h * w), weight.expand(b, -1, -1), flat)
+    return out.view(b, -1, h, w)
+
+
 class DenseDecoder(nn.Module):
     """One task's multi-scale decoder: reduce each scale, fuse at the finest, predict.
 
@@ -60,13 +74,14 @@ class DenseDecoder(nn.Module):
         """``features``: NCHW tensors, finest first. Returns (B, num_outputs, *out_size)."""
         if len(features) != len(self.reduce):
             raise ValueError(f"expected {len(self.reduce)} feature scales, got {len(features)}")
-        reduced = [conv(f) for conv, f in zip(self.reduce, features)]
+        reduced = [pointwise_conv(conv, f) for conv, f in zip(self.reduce, features)]
         size = reduced[0].shape[-2:]
         fused = torch.cat(
             [reduced[0]] + [F.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]],
             dim=1,
         )
-        out = self.head(fused)
+        expand, norm, act, predict = self.head
+        out = pointwise_conv(predict, act(norm(pointwise_conv(expand, fused))))
         if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
             out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=False)
         return out
