@@ -49,6 +49,12 @@ def _add_low_rank(out: torch.Tensor, h: torch.Tensor, up_t: torch.Tensor) -> tor
     return summed.view(out.shape)
 
 
+def _add_lora(out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """``out + scale · b a x`` (``x`` already dropped out): the down-projection, then the scale
+    folded into the r-column up-projection and the add fused (``_add_low_rank``)."""
+    return _add_low_rank(out, F.linear(x.to(a.dtype), a), (b * scale).t())
+
+
 def _check_linear(base: nn.Module) -> tuple[int, int]:
     weight = getattr(base, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -144,8 +150,7 @@ class LoRALinear(AdapterLayer):
         out = self.base_layer(x)
         if self.merged:
             return out
-        h = F.linear(self.dropout(x).to(self.A.dtype), self.A)
-        return _add_low_rank(out, h, (self.B * self.scaling).t())
+        return _add_lora(out, self.dropout(x), self.A, self.B, self.scaling)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}"
@@ -299,17 +304,11 @@ class MTLoRALinear(AdapterLayer):
             )
         return self.scale * (self.B.float() @ self.A.float())
 
-    def _add_update(self, out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                    sign: float = 1.0) -> torch.Tensor:
-        """``out ± s·b a x`` (``x`` already dropped out where it should be), the scale folded
-        into the r-column up-projection and the add fused (see ``_add_low_rank``)."""
-        return _add_low_rank(out, F.linear(x.to(a.dtype), a), (b * (sign * self.scale)).t())
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         if self.merged:
             return out
-        return self._add_update(out, self.dropout(x), self.A, self.B)
+        return _add_lora(out, self.dropout(x), self.A, self.B, self.scale)
 
     def forward_streams(
         self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
@@ -325,14 +324,14 @@ class MTLoRALinear(AdapterLayer):
         dropped = self.dropout(x)  # one mask, shared by every LoRA that reads x
         if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
             shared = base_out
-            frozen = self._add_update(base_out, x, self.A, self.B, sign=-1.0)  # undropped, as merged
+            frozen = _add_lora(base_out, x, self.A, self.B, -self.scale)  # undropped, as merged
         else:
-            shared = self._add_update(base_out, dropped, self.A, self.B)
+            shared = _add_lora(base_out, dropped, self.A, self.B, self.scale)
             frozen = base_out
         streams = []
         for t in range(self.num_tasks):
             u = dropped if task_inputs is None else task_inputs[t]
-            streams.append(self._add_update(frozen, u, self.task_A[t], self.task_B[t]))
+            streams.append(_add_lora(frozen, u, self.task_A[t], self.task_B[t], self.scale))
         return shared, streams
 
     def extra_repr(self) -> str:
