@@ -285,9 +285,9 @@ class MultiTaskSwin(nn.Module):
         """MTL-LoRA adapts every layer per task, so each task needs the backbone to itself.
         ``task_pass="sequential"`` (default): one pass per task; ``"batched"``: one pass over
         the images repeated once per task, each copy routed to its task (per-sample routing).
-        Same features and gradients. Batched is 1.3× slower on CPU at Swin-T 448² today
-        (scripts/bench_swin.py): window attention folds batch × windows, so the mixed path
-        gathers one up-projection per window instead of per sample."""
+        Same features and gradients. Batched is 1.2× slower on CPU at Swin-T 448² today
+        (scripts/bench_swin.py, 5 % less memory): the repeated batch's larger matrices gain
+        less than the per-sample routing costs."""
         if self.task_pass == "sequential":
             feats = {}
             for t in self.tasks:
