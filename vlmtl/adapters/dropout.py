@@ -16,6 +16,8 @@ The drop probability is therefore ``p`` rounded to a multiple of 2⁻¹⁵ (0.05
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -34,9 +36,7 @@ def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     when below k = round(p · 2¹⁵)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    numel = 1
-    for size in shape:
-        numel *= int(size)
+    numel = math.prod(shape)
     words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_()
     lanes = words.bitwise_and_(_LANES_MASK).view(torch.int16)
     drop = lanes < round(p * 2**_LANE_BITS)

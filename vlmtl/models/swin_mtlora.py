@@ -228,7 +228,7 @@ class MultiTaskSwin(nn.Module):
         self.method = method
         self.task_pass = task_pass
         self.grad_checkpointing = False
-        # Adapter inputs made by an activation or dropout are recomputed in backward, not kept
+        # Adapter inputs made by an activation, a layer norm or dropout are recomputed in backward, not kept
         # (vlmtl.adapters.recompute): same gradients, less activation memory.
         self.recompute_adapter_inputs = bool(recompute_adapter_inputs)
         self.feature_channels = stage_feature_channels(backbone)
