@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vlmtl.adapters import LoRALinear
-from vlmtl.adapters.dropout import LoRADropout, drop_mask
+from vlmtl.adapters.dropout import LoRADropout, drop_mask, keep_mask
 
 
 def test_drops_a_fraction_p_and_scales_the_rest():
@@ -82,7 +82,82 @@ def test_drop_mask_follows_the_torch_seed_and_any_shape():
     assert not drop_mask((10, 10), 0.0).any()
 
 
+def test_keep_mask_is_the_complement_of_drop_mask_from_the_same_draws():
+    torch.manual_seed(8)
+    drop = drop_mask((6, 1001), 0.2)
+    torch.manual_seed(8)
+    keep = keep_mask((6, 1001), 0.2)
+    assert keep.dtype == torch.uint8 and keep.shape == (6, 1001)
+    assert torch.equal(keep, (~drop).to(torch.uint8))
+    with pytest.raises(ValueError, match="dropout probability"):
+        keep_mask((4,), 1.0)
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.0])
 def test_drop_mask_refuses_a_probability_outside_0_1(p):
     with pytest.raises(ValueError, match="dropout probability"):
         drop_mask((4,), p)
+
+
+def _down_projection_and_grads(project, x: torch.Tensor, a: torch.Tensor, seed: int):
+    x, a = x.detach().clone().requires_grad_(x.requires_grad), a.detach().clone().requires_grad_(a.requires_grad)
+    torch.manual_seed(seed)
+    h = project(x, a)
+    weight = torch.linspace(-1, 1, h.numel(), dtype=h.dtype).view(h.shape)
+    (h * weight).sum().backward()
+    return h, x.grad, a.grad
+
+
+@pytest.mark.parametrize("x_grad,a_grad", [(True, True), (False, True), (True, False)])
+def test_dropout_down_projection_equals_projecting_the_dropped_input(x_grad, a_grad, monkeypatch):
+    """Same seed, same mask: values and both gradients match ``F.linear(dropout(x), a)``, with
+    chunks small enough (monkeypatched) that a ragged last chunk is exercised."""
+    from vlmtl.adapters import dropout as dropout_module
+
+    monkeypatch.setattr(dropout_module, "_CHUNK_ELEMENTS", 7 * 24)  # 7 rows of 24 features per chunk
+    drop = LoRADropout(0.3).train()
+    x = torch.randn(5, 9, 24, dtype=torch.float64).requires_grad_(x_grad)
+    a = torch.randn(6, 24, dtype=torch.float64).requires_grad_(a_grad)
+    fused = _down_projection_and_grads(lambda u, w: dropout_module.dropout_down_projection(drop, u, w), x, a, 5)
+    plain = _down_projection_and_grads(lambda u, w: torch.nn.functional.linear(drop(u), w), x, a, 5)
+    assert fused[0].shape == (5, 9, 6)
+    assert (fused[1] is None) != x_grad and (fused[2] is None) != a_grad
+    for ours, reference in zip(fused, plain):
+        if reference is None:
+            assert ours is None
+        else:
+            torch.testing.assert_close(ours, reference)
+    if x_grad:  # the mask reached the input gradient: dropped positions got none
+        assert 0.2 < (fused[1] == 0).double().mean().item() < 0.4
+
+
+@pytest.mark.parametrize("dropout", [LoRADropout(0.3).eval(), nn.Dropout(0.3).train(), nn.Identity()])
+def test_dropout_down_projection_outside_lora_dropout_training_is_the_plain_composition(dropout):
+    from vlmtl.adapters.dropout import dropout_down_projection
+
+    x, a = torch.randn(4, 3, 16), torch.randn(2, 16)
+    torch.manual_seed(6)
+    ours = dropout_down_projection(dropout, x, a)
+    torch.manual_seed(6)
+    torch.testing.assert_close(ours, torch.nn.functional.linear(dropout(x), a))
+
+
+def test_dropout_down_projection_does_not_make_an_input_sized_tensor():
+    """What autograd keeps: the input (kept anyway by whoever made it), the bool mask and A; no
+    float tensor the size of the input is made for the dropped input."""
+    from vlmtl.adapters.dropout import dropout_down_projection
+
+    torch.manual_seed(7)
+    x = torch.randn(64, 10, 64, requires_grad=True)
+    a = torch.randn(4, 64, requires_grad=True)
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        dropout_down_projection(LoRADropout(0.2).train(), x, a).sum().backward()
+    float_inputs = [t for t in saved if t.numel() == x.numel() and t.dtype == x.dtype]
+    assert all(t.data_ptr() == x.data_ptr() for t in float_inputs), [t.shape for t in float_inputs]
+    assert any(t.dtype == torch.uint8 and t.numel() == x.numel() for t in saved)  # the one-byte keep mask

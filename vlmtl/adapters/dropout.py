@@ -7,6 +7,15 @@ bool mask instead: the same distribution (Bernoulli(1 − p), scaled by 1/(1 −
 of the noise's memory. On CUDA torch's fused dropout already keeps a bool mask, and under
 ``torch.compile`` the compiler plans the memory, so there it is ``nn.Dropout``.
 
+An adapter only reads its dropped input through its down-projection A (r columns), so
+``dropout_down_projection`` computes ``A · dropout(x)`` without materialising ``dropout(x)``: on
+CPU in training it multiplies ``x`` by a uint8 keep mask (``keep_mask``) a cache-sized chunk of
+rows at a time into a reused buffer and projects each chunk, and backward does the same
+(``_DroppedDownProjection``). That saves, per adapted layer and step, an input-sized tensor in
+forward, its recomputation or storage for A's gradient, and a pass over the input gradient (the
+1/(1 − p) scale is applied to the r columns). A uint8 multiply, not ``masked_fill_`` with the
+bool mask, because torch's CPU ``masked_fill_`` is about 2.5× slower (1.7 ns per element here).
+
 The mask is drawn from 15-bit random numbers (``drop_mask``): torch's CPU Bernoulli draws one
 random number per element through a slow per-element path (about 15 ns each here, more than
 the adapter's down-projection costs), where two 15-bit draws come from one 32-bit integer.
@@ -19,12 +28,26 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .recompute import record
 
 _LANE_BITS = 15  # torch fills int32 with uniform numbers in [0, 2^31): two 16-bit halves of >= 15 random bits
 _LANES_MASK = 0x7FFF7FFF  # the low 15 bits of each half
+_CHUNK_ELEMENTS = 1 << 16  # a masked chunk's (rows × features) floats: 256 KiB in fp32, cache-resident
+
+
+def _lanes(numel: int, device: torch.device | str) -> torch.Tensor:
+    """``numel`` (or one more) int16 numbers uniform on [0, 2¹⁵), from (numel + 1) // 2 int32 draws."""
+    words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_()
+    return words.bitwise_and_(_LANES_MASK).view(torch.int16)
+
+
+def _threshold(p: float) -> int:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return round(p * 2**_LANE_BITS)
 
 
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -34,13 +57,18 @@ def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     Each int32 draw is uniform on [0, 2³¹); keeping 15 bits of each 16-bit half
     (``& 0x7FFF7FFF``, either byte order) gives two numbers uniform on [0, 2¹⁵), each dropped
     when below k = round(p · 2¹⁵)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    k = _threshold(p)
     numel = math.prod(shape)
-    words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_()
-    lanes = words.bitwise_and_(_LANES_MASK).view(torch.int16)
-    drop = lanes < round(p * 2**_LANE_BITS)
-    return drop[:numel].view(shape)
+    return (_lanes(numel, device) < k)[:numel].view(shape)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``~drop_mask(shape, p, device)`` from the same draws (same seed, same mask), as uint8
+    ones and zeros: multiplying by it is about 2.5× faster on CPU than ``masked_fill_`` with a
+    bool mask."""
+    k = _threshold(p)
+    numel = math.prod(shape)
+    return (_lanes(numel, device) >= k)[:numel].view(shape).view(torch.uint8)
 
 
 def _masked_scale(x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
@@ -74,3 +102,57 @@ class LoRADropout(nn.Dropout):
         out = _BoolMaskDropout.apply(x, drop, scale)
         record(out, _masked_scale, x, drop, scale)
         return out
+
+
+class _DroppedDownProjection(torch.autograd.Function):
+    """``h = scale · (x ⊙ keep) Aᵀ`` for 2-D ``x`` (N, d) and a uint8 ``keep`` mask, chunked over
+    rows: the dropped input exists only a chunk at a time, in forward and when backward needs it
+    for A's gradient."""
+
+    @staticmethod
+    def forward(ctx, x, keep, a, scale: float, rows: int):
+        n = x.shape[0]
+        h = x.new_empty(n, a.shape[0])
+        buf = x.new_empty(min(rows, n), x.shape[1])
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
+            torch.mm(masked, a.t(), out=h[start:stop])
+        ctx.save_for_backward(x, keep, a)
+        ctx.scale, ctx.rows = scale, rows
+        return h.mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        x, keep, a = ctx.saved_tensors
+        need_x, need_a = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        grad = grad_h * ctx.scale  # (N, r): the dropout scale on the narrow side
+        n, rows = x.shape[0], ctx.rows
+        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
+        grad_a = torch.zeros_like(a) if need_a else None
+        buf = x.new_empty(min(rows, n), x.shape[1]) if need_a else None
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            if need_a:
+                masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
+                grad_a.addmm_(grad[start:stop].t(), masked)
+            if need_x:
+                torch.mm(grad[start:stop], a, out=grad_x[start:stop]).mul_(keep[start:stop])
+        return grad_x, None, grad_a, None, None
+
+
+def dropout_down_projection(dropout: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``F.linear(dropout(x), a)``: an adapter's down-projection of its dropped-out input.
+
+    With a ``LoRADropout`` training on CPU (same dtype, outside ``torch.compile``) the dropped
+    input is never materialised (see the module docstring); same mask distribution, values and
+    gradients. Otherwise it is exactly ``F.linear(dropout(x), a)``."""
+    fused = (isinstance(dropout, LoRADropout) and dropout.training and 0.0 < dropout.p and not dropout.inplace
+             and x.device.type == "cpu" and x.dtype == a.dtype and x.dim() >= 1 and not torch.compiler.is_compiling())
+    if not fused:
+        return F.linear(dropout(x).to(a.dtype), a)
+    keep = keep_mask(x.shape, dropout.p, x.device)
+    d = x.shape[-1]
+    rows = max(16, _CHUNK_ELEMENTS // max(d, 1))
+    h = _DroppedDownProjection.apply(x.reshape(-1, d), keep.view(-1, d), a, 1.0 / (1.0 - dropout.p), rows)
+    return h.view(*x.shape[:-1], a.shape[0])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dropout import LoRADropout
+from .dropout import LoRADropout, dropout_down_projection
 from .routing import TaskRoutedMixin
 
 
@@ -49,10 +49,14 @@ def _add_low_rank(out: torch.Tensor, h: torch.Tensor, up_t: torch.Tensor) -> tor
     return summed.view(out.shape)
 
 
-def _add_lora(out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """``out + scale · b a x`` (``x`` already dropped out): the down-projection, then the scale
-    folded into the r-column up-projection and the add fused (``_add_low_rank``)."""
-    return _add_low_rank(out, F.linear(x.to(a.dtype), a), (b * scale).t())
+def _add_lora(
+    out: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float, dropout: nn.Module | None = None
+) -> torch.Tensor:
+    """``out + scale · b a dropout(x)``: the down-projection (``dropout_down_projection``: the
+    dropped input is not materialised), then the scale folded into the r-column up-projection
+    and the add fused (``_add_low_rank``)."""
+    h = F.linear(x.to(a.dtype), a) if dropout is None else dropout_down_projection(dropout, x, a)
+    return _add_low_rank(out, h, (b * scale).t())
 
 
 def _check_linear(base: nn.Module) -> tuple[int, int]:
@@ -150,7 +154,7 @@ class LoRALinear(AdapterLayer):
         out = self.base_layer(x)
         if self.merged:
             return out
-        return _add_lora(out, self.dropout(x), self.A, self.B, self.scaling)
+        return _add_lora(out, x, self.A, self.B, self.scaling, self.dropout)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}"
@@ -233,7 +237,7 @@ class MTLLoRALinear(TaskRoutedMixin, AdapterLayer):
             return out
         routing = self.current_routing()
         up = self.task_up_projections()
-        h = F.linear(self.dropout(x).to(self.A.dtype), self.A)
+        h = dropout_down_projection(self.dropout, x, self.A)
         if routing.uniform is not None:
             if routing.ids is not None and x.dim() > 1:
                 self.rows_per_sample(routing, x.shape[0])  # length check only
@@ -308,7 +312,7 @@ class MTLoRALinear(AdapterLayer):
         out = self.base_layer(x)
         if self.merged:
             return out
-        return _add_lora(out, self.dropout(x), self.A, self.B, self.scale)
+        return _add_lora(out, x, self.A, self.B, self.scale, self.dropout)
 
     def forward_streams(
         self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
@@ -321,17 +325,23 @@ class MTLoRALinear(AdapterLayer):
             if u.shape != x.shape:
                 raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
         base_out = self.base_layer(x)
-        dropped = self.dropout(x)  # one mask, shared by every LoRA that reads x
         if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
-            shared = base_out
+            dropped = self.dropout(x)
             frozen = _add_lora(base_out, x, self.A, self.B, -self.scale)  # undropped, as merged
-        else:
-            shared = _add_lora(base_out, dropped, self.A, self.B, self.scale)
-            frozen = base_out
-        streams = []
-        for t in range(self.num_tasks):
-            u = dropped if task_inputs is None else task_inputs[t]
-            streams.append(_add_lora(frozen, u, self.task_A[t], self.task_B[t], self.scale))
+            inputs = [dropped] * self.num_tasks if task_inputs is None else task_inputs
+            pairs = zip(inputs, self.task_A, self.task_B)
+            return base_out, [_add_lora(frozen, u, a, b, self.scale) for u, a, b in pairs]
+        if task_inputs is not None:
+            shared = _add_lora(base_out, x, self.A, self.B, self.scale, self.dropout)
+            pairs = zip(task_inputs, self.task_A, self.task_B)
+            return shared, [_add_lora(base_out, u, a, b, self.scale) for u, a, b in pairs]
+        # Every LoRA reads the dropped x: one mask, one down-projection by all their A's stacked.
+        down = torch.cat([self.A, self.task_A.flatten(0, 1)])
+        h = dropout_down_projection(self.dropout, x, down)
+        r, rt = self.r, self.r_task
+        shared = _add_low_rank(base_out, h[..., :r], (self.B * self.scale).t())
+        streams = [_add_low_rank(base_out, h[..., r + t * rt : r + (t + 1) * rt], (b * self.scale).t())
+                   for t, b in enumerate(self.task_B)]
         return shared, streams
 
     def extra_repr(self) -> str:

@@ -28,17 +28,15 @@ DECODER_CHANNELS: tuple[int, ...] = (18, 36, 72, 144)
 
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a 1×1, stride-1, ungrouped ``conv`` as one batched matrix product (bias
-    fused). On CPU torch runs such convolutions through its slow im2col path when the batch is
-    small and one thread runs: a Swin-T decoder's training step took about 10 % longer that way here."""
-    b, c, h, w = x.shape
-    weight = conv.weight.flatten(1)
-    flat = x.reshape(b, c, h * w)
-    if conv.bias is None:
-        out = torch.matmul(weight, flat)
-    else:
-        out = torch.baddbmm(conv.bias.view(1, -1, 1).expand(b, -1, h * w), weight.expand(b, -1, -1), flat)
-    return out.view(b, -1, h, w)
+    """``conv(x)`` for a 1×1, stride-1, ungrouped ``conv``, as a linear map over channels-last
+    pixels; the result is NCHW-shaped with channels-last strides (a free view of the product).
+
+    On CPU torch runs such convolutions through a slow im2col path when the batch is small and
+    one thread runs, and batch norm + ReLU over NCHW-contiguous maps took about 1.4× the time of
+    channels-last ones here (fwd + bwd, 1080 channels at 56²): a decoder kept channels-last from
+    its input features (``x.permute(0, 2, 3, 1)`` is then a free view) to its prediction avoids both."""
+    out = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+    return out.permute(0, 3, 1, 2)
 
 
 class DenseDecoder(nn.Module):
@@ -81,7 +79,9 @@ class DenseDecoder(nn.Module):
             dim=1,
         )
         expand, norm, act, predict = self.head
-        out = pointwise_conv(predict, act(norm(pointwise_conv(expand, fused))))
+        # The prediction has a few channels: back to NCHW-contiguous here (cheap at the decoder's
+        # resolution), so the upsampled output and the losses over it run on the dense layout.
+        out = pointwise_conv(predict, act(norm(pointwise_conv(expand, fused)))).contiguous()
         if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
             out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=False)
         return out

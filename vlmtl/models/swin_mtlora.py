@@ -42,6 +42,7 @@ from vlmtl.adapters.config import AdapterConfig
 from vlmtl.adapters.layers import AdapterLayer, MTLoRALinear
 from vlmtl.adapters.recompute import recompute_adapter_inputs
 from vlmtl.adapters.routing import routed_layers
+from vlmtl.adapters.stream_mlp import mlp_task_streams
 from vlmtl.heads.dense import DECODER_CHANNELS, DenseDecoder
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS, resolve_method
 
@@ -190,12 +191,16 @@ def stream_block_forward(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     a_s = (x + block.drop_path1(o_s)).reshape(B, -1, C)
     a_tasks = [(x + block.drop_path1(o)).reshape(B, -1, C) for o in o_tasks]
     mlp = block.mlp
-    h_s, h_tasks = mlp.fc1.forward_streams(block.norm2(a_s), [block.norm2(a) for a in a_tasks])
+    n_s, n_tasks = block.norm2(a_s), [block.norm2(a) for a in a_tasks]
+    if isinstance(mlp.norm, nn.Identity) and (mlp.drop1.p == 0 or not mlp.training):  # timm's Swin MLP
+        m_s, m_tasks = mlp_task_streams(mlp.fc1, mlp.act, mlp.fc2, n_s, n_tasks)
+    else:
+        h_s, h_tasks = mlp.fc1.forward_streams(n_s, n_tasks)
 
-    def hidden(h: torch.Tensor) -> torch.Tensor:
-        return mlp.norm(mlp.drop1(mlp.act(h)))
+        def hidden(h: torch.Tensor) -> torch.Tensor:
+            return mlp.norm(mlp.drop1(mlp.act(h)))
 
-    m_s, m_tasks = mlp.fc2.forward_streams(hidden(h_s), [hidden(h) for h in h_tasks])
+        m_s, m_tasks = mlp.fc2.forward_streams(hidden(h_s), [hidden(h) for h in h_tasks])
     out_s = a_s + block.drop_path2(mlp.drop2(m_s))
     out_tasks = [a + block.drop_path2(mlp.drop2(m)) for a, m in zip(a_tasks, m_tasks)]
     return out_s.reshape(B, H, W, C), [o.reshape(B, H, W, C) for o in out_tasks]
@@ -207,7 +212,8 @@ def _is_stream_block(block: nn.Module) -> bool:
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 3, 1, 2).contiguous()
+    """NHWC → NCHW as a view: channels-last strides, which the decoders work in (no copy)."""
+    return x.permute(0, 3, 1, 2)
 
 
 class MultiTaskSwin(nn.Module):
