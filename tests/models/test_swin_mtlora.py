@@ -269,3 +269,41 @@ def test_mtl_lora_batched_task_pass_equals_one_pass_per_task():
         assert torch.allclose(seq_grad[name], bat_grad[name], atol=1e-5), name
     with pytest.raises(ValueError, match="task_pass must be one of"):
         tiny("mtl_lora", task_pass="parallel")
+
+
+def test_fused_task_stream_mlp_gives_the_composed_layers_outputs_and_gradients(monkeypatch):
+    """The stream blocks' MLP runs fused (vlmtl.adapters.stream_mlp) in training with adapter
+    dropout; with the fused path turned off, the same seed gives the same predictions and
+    gradients (same dropout masks, drawn in the same order)."""
+    from vlmtl.adapters import stream_mlp
+
+    model = tiny("mtlora", dropout=0.1).train()
+    with torch.no_grad():  # B starts at zero: make every task path count
+        for name, p in model.named_parameters():
+            if "task_B" in name or name.endswith(".B"):
+                p.normal_(std=0.05)
+    images, targets = torch.randn(2, 3, SIZE, SIZE), _targets(2, SIZE)
+    loss_fn = MultiTaskDenseLoss(TASKS)
+    calls = []
+    fusable = stream_mlp._fusable
+    runs = []
+    for fused in (True, False):
+
+        def decide(*args, fused=fused):
+            calls.append(fused and fusable(*args))
+            return calls[-1]
+
+        monkeypatch.setattr(stream_mlp, "_fusable", decide)
+        model.zero_grad()
+        torch.manual_seed(6)
+        preds = model(images)
+        loss_fn(preds, targets)[0].backward()
+        runs.append(({t: p.detach() for t, p in preds.items()},
+                     {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert calls == [True] * 4 + [False] * 4  # one stream block per stage, fused in the first run
+    (p_fused, g_fused), (p_plain, g_plain) = runs
+    for t in TASKS:
+        torch.testing.assert_close(p_fused[t], p_plain[t], rtol=1e-4, atol=1e-5)
+    assert g_fused.keys() == g_plain.keys() and any("task_A" in n for n in g_fused)
+    for name in g_fused:
+        torch.testing.assert_close(g_fused[name], g_plain[name], rtol=1e-3, atol=1e-5, msg=name)
