@@ -161,3 +161,17 @@ def test_dropout_down_projection_does_not_make_an_input_sized_tensor():
     float_inputs = [t for t in saved if t.numel() == x.numel() and t.dtype == x.dtype]
     assert all(t.data_ptr() == x.data_ptr() for t in float_inputs), [t.shape for t in float_inputs]
     assert any(t.dtype == torch.uint8 and t.numel() == x.numel() for t in saved)  # the one-byte keep mask
+
+
+def test_dropout_down_projection_under_autocast_is_the_composition_in_the_autocast_dtype():
+    from vlmtl.adapters.dropout import dropout_down_projection
+
+    drop = LoRADropout(0.1).train()
+    x, a = torch.randn(4, 10, 32), torch.randn(8, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(9)
+        ours = dropout_down_projection(drop, x, a)
+        torch.manual_seed(9)
+        reference = torch.nn.functional.linear(drop(x), a)
+    assert ours.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, reference)

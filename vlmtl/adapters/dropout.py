@@ -144,11 +144,12 @@ class _DroppedDownProjection(torch.autograd.Function):
 def dropout_down_projection(dropout: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``F.linear(dropout(x), a)``: an adapter's down-projection of its dropped-out input.
 
-    With a ``LoRADropout`` training on CPU (same dtype, outside ``torch.compile``) the dropped
+    With a ``LoRADropout`` training on CPU (same dtype, outside ``torch.compile`` and autocast) the dropped
     input is never materialised (see the module docstring); same mask distribution, values and
     gradients. Otherwise it is exactly ``F.linear(dropout(x), a)``."""
     fused = (isinstance(dropout, LoRADropout) and dropout.training and 0.0 < dropout.p and not dropout.inplace
-             and x.device.type == "cpu" and x.dtype == a.dtype and x.dim() >= 1 and not torch.compiler.is_compiling())
+             and x.device.type == "cpu" and x.dtype == a.dtype and x.dim() >= 1 and not torch.compiler.is_compiling()
+             and not torch.is_autocast_enabled("cpu"))  # autocast: the composition, in the autocast dtype
     if not fused:
         return F.linear(dropout(x).to(a.dtype), a)
     keep = keep_mask(x.shape, dropout.p, x.device)
