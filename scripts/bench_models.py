@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing
 import os
 import platform
@@ -92,6 +91,7 @@ from benchlib import (  # noqa: E402
     rss_bytes,
     spread,
     summary,
+    write_json,
 )
 
 MIB = 2**20
@@ -924,8 +924,7 @@ def run_merged(args) -> dict:
 
 def write(doc: dict, text: str, args, what: str) -> Path:
     out = args.output_dir / f"bench_models_{what}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(out, doc)
     out.with_suffix(".md").write_text(text + "\n")
     return out
 

@@ -72,6 +72,7 @@ from benchlib import (  # noqa: E402
     cpu_model,
     hwm_bytes,
     maxrss_bytes,
+    publish,
     release_freed_memory,
     reset_hwm,
     rss_bytes,
@@ -392,10 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         print(RESULT_MARK + json.dumps(run_child(args)), flush=True)
         return
     doc = run_parent(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(doc, indent=1) + "\n")
-    print(report(doc))
-    print(f"\nwrote {args.output} ({doc['wall_s']:.0f} s)")
+    publish(args.output, doc, report(doc))
 
 
 if __name__ == "__main__":

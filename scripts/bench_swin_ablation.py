@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,16 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_swin  # noqa: E402
-from benchlib import cpu_model, ratio, spread, summary  # noqa: E402
+from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
 SWITCHES = ("fused_mlp", "fused_dropout", "channels_last")
 VARIANTS = {"plain": None, "fused": (), "no_fused_mlp": ("fused_mlp",), "no_fused_dropout": ("fused_dropout",),
             "no_channels_last": ("channels_last",), "none": SWITCHES}
-
-
-def _composed_mlp(fc1, act, fc2, x, task_inputs):
-    h_s, h_tasks = fc1.forward_streams(x, task_inputs)
-    return fc2.forward_streams(act(h_s), [act(h) for h in h_tasks])
 
 
 def _dropped_then_projected(dropout, x, a):
@@ -72,8 +66,9 @@ def switched_off(names: tuple[str, ...]):
     import vlmtl.adapters.layers as layers
     import vlmtl.heads.dense as dense
     import vlmtl.models.swin_mtlora as swin
+    from vlmtl.adapters.stream_mlp import composed_mlp_task_streams
 
-    swaps = {"fused_mlp": [(swin, "mlp_task_streams", _composed_mlp)],
+    swaps = {"fused_mlp": [(swin, "mlp_task_streams", composed_mlp_task_streams)],
              "fused_dropout": [(layers, "dropout_down_projection", _dropped_then_projected)],
              "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)]}
     saved = []
@@ -91,6 +86,7 @@ def switched_off(names: tuple[str, ...]):
 def run(args) -> dict:
     import torch
 
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     child = argparse.Namespace(img_size=args.img_size, tiny=args.tiny, child="plain")
     torch.manual_seed(args.seed)
@@ -128,7 +124,7 @@ def run(args) -> dict:
             "cpu": cpu_model(), "torch": torch.__version__, "variants": args.variants, "losses": losses,
             "cpu_s": {v: summary(raw[v]) for v in args.variants},
             "ratio_to_plain": {v: ratio(raw[v], raw["plain"]) for v in args.variants},
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "wall_s": time.perf_counter() - started}
 
 
 def report(doc: dict) -> str:
@@ -167,10 +163,7 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     doc = run(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(doc, indent=1) + "\n")
-    print(report(doc))
-    print(f"\nwrote {args.output}")
+    publish(args.output, doc, report(doc))
     return doc
 
 

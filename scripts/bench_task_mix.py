@@ -31,7 +31,6 @@ output must not depend on the other samples' tasks).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -43,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded by file path (tests)
 
-from benchlib import cpu_model, saved_bytes, spread, summary  # noqa: E402
+from benchlib import cpu_model, publish, saved_bytes, spread, summary  # noqa: E402
 
 MODELS = {"vit-b-16": "ViT-B-16", "default": None}
 MIB = 2**20
@@ -262,10 +261,7 @@ def report(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     doc = run(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(doc, indent=1) + "\n")
-    print(report(doc))
-    print(f"\nwrote {args.output} ({doc['wall_s']:.0f} s)")
+    publish(args.output, doc, report(doc))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The measurement and summary helpers shared by the scripts/bench_*.py benchmarks: this process's
 memory (RSS, peak RSS, VmHWM, freeing what malloc holds), the CPU's name, the bytes autograd saves
-for backward, and the median (min–max) summaries, ratios and their formatting for the reports.
+for backward, the median (min–max) summaries, ratios and their formatting for the reports, and
+writing a run's JSON document.
 
 The memory helpers read /proc (Linux). torch is imported only by ``saved_bytes``, so the scripts'
 parent processes that merely start children and summarise do not import it through this module.
@@ -8,10 +9,12 @@ parent processes that merely start children and summarise do not import it throu
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -120,3 +123,20 @@ def spread(s: dict, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
     """``median (min–max)`` of a summary or ratio dict, each divided by ``scale`` and formatted with ``fmt``."""
     med, lo, hi = (fmt.format(s[k] / scale) for k in ("median", "min", "max"))
     return f"{med} ({lo}–{hi})"
+
+
+# --------------------------------------------------------------------------- results
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """A run's document as indented JSON at ``path``, its folder created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def publish(path: Path, doc: dict, table: str) -> None:
+    """Write the document (``write_json``), print its table and where it went, with the run's
+    wall time (``doc["wall_s"]``)."""
+    write_json(path, doc)
+    print(table)
+    print(f"\nwrote {path} ({doc['wall_s']:.0f} s)")

@@ -8,7 +8,7 @@ from torch import nn
 
 from vlmtl.adapters import stream_mlp
 from vlmtl.adapters.layers import MTLoRALinear
-from vlmtl.adapters.stream_mlp import mlp_task_streams
+from vlmtl.adapters.stream_mlp import composed_mlp_task_streams, mlp_task_streams
 
 
 def _mlp(num_tasks: int = 3, width: int = 12, hidden: int = 40, dtype=torch.float64):
@@ -35,11 +35,7 @@ def _run(forward, fc1, fc2, x, task_inputs):
 
 
 def _composed(fc1, act, fc2):
-    def forward(x, task_inputs):
-        h_s, h_tasks = fc1.forward_streams(x, task_inputs)
-        return fc2.forward_streams(act(h_s), [act(h) for h in h_tasks])
-
-    return forward
+    return lambda x, task_inputs: composed_mlp_task_streams(fc1, act, fc2, x, task_inputs)
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])

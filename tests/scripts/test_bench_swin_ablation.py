@@ -35,10 +35,11 @@ def test_switches_are_restored_and_names_are_checked():
     import vlmtl.adapters.layers as layers
     import vlmtl.heads.dense as dense
     import vlmtl.models.swin_mtlora as swin
+    from vlmtl.adapters.stream_mlp import composed_mlp_task_streams
 
     before = (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv)
     with ablation.switched_off(ablation.SWITCHES):
-        assert swin.mlp_task_streams is ablation._composed_mlp
+        assert swin.mlp_task_streams is composed_mlp_task_streams
         assert dense.pointwise_conv is ablation._pointwise_conv_nchw
     assert (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv) == before
     args = ablation.parse_args(["--variants", "none,plain", "--tiny"])

@@ -314,9 +314,8 @@ class MTLoRALinear(AdapterLayer):
             return out
         return _add_lora(out, x, self.A, self.B, self.scale, self.dropout)
 
-    def forward_streams(
-        self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def check_streams(self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None) -> None:
+        """Refuse stream inputs this layer can't take: no task LoRAs, a wrong count, a wrong shape."""
         if not self.num_tasks:
             raise RuntimeError("this MTLoRALinear has no task-specific LoRA (num_tasks=0 or r_task=0)")
         if task_inputs is not None and len(task_inputs) != self.num_tasks:
@@ -324,6 +323,11 @@ class MTLoRALinear(AdapterLayer):
         for t, u in enumerate(task_inputs or ()):
             if u.shape != x.shape:
                 raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
+
+    def forward_streams(
+        self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.check_streams(x, task_inputs)
         base_out = self.base_layer(x)
         if self.merged:  # the base weight holds W + s·B·A: task streams must not see the shared LoRA
             dropped = self.dropout(x)

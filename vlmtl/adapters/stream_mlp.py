@@ -104,18 +104,23 @@ def _fusable(fc1: nn.Module, act: nn.Module, fc2: nn.Module, x: torch.Tensor, ta
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
+def composed_mlp_task_streams(
+    fc1: MTLoRALinear, act: nn.Module, fc2: MTLoRALinear, x: torch.Tensor, task_inputs: list[torch.Tensor] | None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The same MLP composed from the layers' ``forward_streams``: what the fused path must equal."""
+    h_s, h_tasks = fc1.forward_streams(x, task_inputs)
+    return fc2.forward_streams(act(h_s), [act(h) for h in h_tasks])
+
+
 def mlp_task_streams(
     fc1: MTLoRALinear, act: nn.Module, fc2: MTLoRALinear, x: torch.Tensor, task_inputs: list[torch.Tensor]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``fc2(act(fc1(·)))`` on the shared stream ``x`` and every task's stream, as
-    ``fc2.forward_streams(act(h_s), [act(h_t)])`` after ``h_s, h_t = fc1.forward_streams(x, task_inputs)``
-    computes them; fused (see the module docstring) where it can be (CPU, GELU, unmerged layers)."""
+    ``composed_mlp_task_streams`` computes them; fused (see the module docstring) where it can be
+    (CPU, GELU, unmerged layers)."""
     if not _fusable(fc1, act, fc2, x, task_inputs):
-        h_s, h_tasks = fc1.forward_streams(x, task_inputs)
-        return fc2.forward_streams(act(h_s), [act(h) for h in h_tasks])
-    for t, u in enumerate(task_inputs):
-        if u.shape != x.shape:
-            raise ValueError(f"task {t} stream has shape {tuple(u.shape)}, expected {tuple(x.shape)}")
+        return composed_mlp_task_streams(fc1, act, fc2, x, task_inputs)
+    fc1.check_streams(x, task_inputs)
     base = fc1.base_layer(x)
     shared = act(_add_lora(base, x, fc1.A, fc1.B, fc1.scale, fc1.dropout))
     y = torch.stack([F.linear(u, a) for u, a in zip(task_inputs, fc1.task_A)]).flatten(1, -2)  # (T, N, r)
