@@ -32,9 +32,10 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     pixels; the result is NCHW-shaped with channels-last strides (a free view of the product).
 
     On CPU torch runs such convolutions through a slow im2col path when the batch is small and
-    one thread runs, and batch norm + ReLU over NCHW-contiguous maps took about 1.4× the time of
-    channels-last ones here (fwd + bwd, 1080 channels at 56²): a decoder kept channels-last from
-    its input features (``x.permute(0, 2, 3, 1)`` is then a free view) to its prediction avoids both."""
+    one thread runs, and ``relu(bn(x))`` forward + backward at (2, 1080, 56, 56) took 34–51 ms
+    NCHW-contiguous against 25–38 ms channels-last here (one thread, two runs): a decoder kept
+    channels-last from its input features (``x.permute(0, 2, 3, 1)`` is then a free view) to its
+    prediction avoids both."""
     out = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
     return out.permute(0, 3, 1, 2)
 
