@@ -307,3 +307,88 @@ def test_fused_task_stream_mlp_gives_the_composed_layers_outputs_and_gradients(m
     assert g_fused.keys() == g_plain.keys() and any("task_A" in n for n in g_fused)
     for name in g_fused:
         torch.testing.assert_close(g_fused[name], g_plain[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9)])  # odd sides: merging pads
+def test_merge_norm_is_timm_patch_merging_before_its_reduction(hw):
+    from vlmtl.models.swin_mtlora import _merge_norm
+
+    merge = reference_swin().layers[1].downsample
+    x = torch.randn(2, *hw, merge.dim)
+    torch.testing.assert_close(merge.reduction(_merge_norm(merge, x)), merge(x))
+
+
+def _merged_reduction_case(merge, conv, x):
+    from vlmtl.heads.dense import pointwise_conv
+    from vlmtl.models.swin_mtlora import merged_reduction
+
+    params = [x] + [p for p in [*merge.parameters(), *conv.parameters()] if p.requires_grad]
+    results = []
+    for fn in (lambda: merged_reduction(merge, conv, x), lambda: pointwise_conv(conv, merge(x).permute(0, 3, 1, 2))):
+        for p in params:
+            p.grad = None
+        torch.manual_seed(0)  # an adapted reduction draws its dropout mask: the same in both
+        out = fn()
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in params]))
+    (out, grads), (ref, ref_grads) = results
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_merged_reduction_equals_merging_then_the_decoder_reduction(bias):
+    """Patch merging then a narrower 1×1 conv, composed into one map: same output and the same
+    gradients for the input, the merging (norm, reduction) and the conv."""
+    merge = reference_swin().layers[1].downsample.train()
+    if bias:  # timm's reduction has none; a checkpoint or subclass may add one
+        merge.reduction.bias = torch.nn.Parameter(torch.randn(merge.reduction.out_features))
+        conv = torch.nn.Conv2d(merge.reduction.out_features, 5, 1, bias=True)
+    else:
+        conv = torch.nn.Conv2d(merge.reduction.out_features, 5, 1, bias=False)
+    x = torch.randn(2, 7, 9, merge.dim, requires_grad=True)
+    _merged_reduction_case(merge, conv, x)
+
+
+def test_merged_reduction_falls_back_where_it_cannot_compose():
+    """The last stage (no merging), a conv wider than the merged features and an adapted
+    reduction (MTLoRA+) take the plain composition, with the same results."""
+    merge = reference_swin().layers[1].downsample
+    x = torch.randn(2, 4, 4, merge.dim, requires_grad=True)
+    _merged_reduction_case(torch.nn.Identity(), torch.nn.Conv2d(merge.dim, 3, 1, bias=False), x)
+    _merged_reduction_case(merge, torch.nn.Conv2d(merge.reduction.out_features, 99, 1, bias=False), x)
+    plus = tiny("mtlora", mtlora_plus=True).backbone.layers[1].downsample
+    _merged_reduction_case(plus, torch.nn.Conv2d(plus.reduction.out_features, 5, 1, bias=False),
+                           torch.randn(2, 4, 4, plus.dim, requires_grad=True))
+
+
+@pytest.mark.parametrize("method", ["mtlora", "lora", "mtl_lora"])
+def test_forward_equals_the_decoders_on_the_encoded_features(method):
+    """forward() (task streams merged and reduced in one map) gives what each decoder gives on
+    encode()'s features: predictions and every gradient, in training with adapter dropout."""
+    model = tiny(method, dropout=0.1).train()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "task_B" in name or name.endswith(".B") or name.endswith(".lora_B"):
+                p.normal_(std=0.05)
+    images, targets = torch.randn(2, 3, SIZE, SIZE), _targets(2, SIZE)
+    loss_fn = MultiTaskDenseLoss(TASKS)
+    runs = []
+    for path in ("forward", "encode"):
+        model.zero_grad()
+        torch.manual_seed(3)
+        if path == "forward":
+            preds = model(images)
+        else:
+            feats = model.encode(images)
+            preds = {t: model.decoders[t](feats[t], (SIZE, SIZE)) for t in TASKS}
+        loss_fn(preds, targets)[0].backward()
+        runs.append((preds, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (p_fwd, g_fwd), (p_enc, g_enc) = runs
+    for t in TASKS:
+        torch.testing.assert_close(p_fwd[t], p_enc[t], rtol=1e-4, atol=1e-5)
+    assert g_fwd.keys() == g_enc.keys() and any("downsample.reduction" in n for n in g_fwd)
+    for name in g_fwd:
+        torch.testing.assert_close(g_fwd[name], g_enc[name], rtol=1e-3, atol=1e-5, msg=name)

@@ -71,9 +71,23 @@ class DenseDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor], out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """``features``: NCHW tensors, finest first. Returns (B, num_outputs, *out_size)."""
+        return self.predict(self.reduce_features(features), out_size)
+
+    def reduce_features(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each scale through its 1×1 reduction (NCHW shapes, channels-last strides)."""
         if len(features) != len(self.reduce):
             raise ValueError(f"expected {len(self.reduce)} feature scales, got {len(features)}")
-        reduced = [pointwise_conv(conv, f) for conv, f in zip(self.reduce, features)]
+        return [pointwise_conv(conv, f) for conv, f in zip(self.reduce, features)]
+
+    def predict(self, reduced: Sequence[torch.Tensor], out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The decoder after its reductions: ``reduced[i]`` is ``reduce[i]`` applied to scale i,
+        from ``reduce_features`` or from a caller that makes it more cheaply (``MultiTaskSwin``
+        composes a task stream's patch merging with the reduction)."""
+        if len(reduced) != len(self.reduce):
+            raise ValueError(f"expected {len(self.reduce)} reduced scales, got {len(reduced)}")
+        for conv, r in zip(self.reduce, reduced):
+            if r.dim() != 4 or r.shape[1] != conv.out_channels:
+                raise ValueError(f"a reduced scale must be (B, {conv.out_channels}, H, W), got {tuple(r.shape)}")
         size = reduced[0].shape[-2:]
         fused = torch.cat(
             [reduced[0]] + [F.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]],

@@ -10,7 +10,8 @@ How the official (Microsoft-layout) MTLoRA Swin maps onto timm:
   (``layers[i + 1].downsample``), where the official code has it at the end of stage i.
   Stage i's per-task feature is therefore ``layers[i + 1].downsample(stage-i output)``; the
   last stage has no merging. The shared stream's merged output is reused as the next stage's
-  input, so merging runs once per stream.
+  input, so merging runs once per stream. In ``forward`` a task stream's merging and its
+  decoder's first 1×1 reduction run as one composed linear map (``merged_reduction``).
 * timm's Swin has a final ``norm`` and a classifier head; the official features-only backbone
   has neither, so both are pruned (the frozen count then equals timm's ``features_only``).
 * Adapted linears keep timm's names: ``attn.qkv`` (fused q/k/v), ``attn.proj``, ``mlp.fc1``,
@@ -43,7 +44,7 @@ from vlmtl.adapters.layers import AdapterLayer, MTLoRALinear
 from vlmtl.adapters.recompute import recompute_adapter_inputs
 from vlmtl.adapters.routing import routed_layers
 from vlmtl.adapters.stream_mlp import mlp_task_streams
-from vlmtl.heads.dense import DECODER_CHANNELS, DenseDecoder
+from vlmtl.heads.dense import DECODER_CHANNELS, DenseDecoder, pointwise_conv
 from vlmtl.registry import DENSE_METHODS, DENSE_TASKS, resolve_method
 
 from .adapter_config import build_adapter_config
@@ -216,6 +217,42 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+def _merge_norm(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``PatchMerging.forward`` up to its reduction: each 2×2 neighbourhood's channels
+    concatenated (B, H/2, W/2, 4C) and layer-normalised. (Tested equal to the module's own
+    forward, so a timm that changed the layout would fail the test, not the numbers.)"""
+    B, H, W, C = x.shape
+    x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+    _, H, W, _ = x.shape
+    return merge.norm(x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3))
+
+
+def merged_reduction(merge: nn.Module, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``pointwise_conv(conv, _nchw(merge(x)))``: a task stream's patch merging (``merge``, the
+    next stage's, or ``nn.Identity`` after the last stage) followed by its decoder's 1×1 reduction.
+
+    After merging's layer norm both are linear maps with nothing between them, so they compose
+    into one (conv channels × 4C) weight: on Swin-T's first stage the 384-wide merged pixels go
+    straight to the decoder's 18 channels instead of through a 192-wide merged feature, in
+    forward and in the input and weight gradients (autograd takes the composed weight's gradient
+    back to both factors, a few small matmuls). Same values and gradients up to float rounding
+    (tested). The composition runs when the reduction is a plain ``nn.Linear`` of timm's
+    ``PatchMerging`` (not an adapter: MTLoRA+) and the conv is the narrower map."""
+    from timm.models.swin_transformer import PatchMerging
+
+    if isinstance(merge, nn.Identity):
+        return pointwise_conv(conv, _nchw(x))
+    reduction = getattr(merge, "reduction", None)
+    if not (type(merge) is PatchMerging and type(reduction) is nn.Linear
+            and conv.out_channels < reduction.out_features):
+        return pointwise_conv(conv, _nchw(merge(x)))
+    outer = conv.weight.flatten(1)
+    bias = conv.bias
+    if reduction.bias is not None:
+        bias = outer @ reduction.bias if bias is None else bias + outer @ reduction.bias
+    return F.linear(_merge_norm(merge, x), outer @ reduction.weight, bias).permute(0, 3, 1, 2)
+
+
 class MultiTaskSwin(nn.Module):
     """A (adapted) timm Swin backbone plus one dense decoder per task.
 
@@ -251,41 +288,65 @@ class MultiTaskSwin(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def _stages(self, images: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]] | None]:
-        """Run the backbone: (per-stage shared features, None), or under MTLoRA
-        ([], per-task features from the task streams); NCHW, merged as the decoders take them."""
+    def _merges(self) -> list[nn.Module]:
+        """Stage i's patch merging: the next stage's downsample; the last stage has none."""
         layers = self.backbone.layers
+        return [layers[i + 1].downsample for i in range(len(layers) - 1)] + [nn.Identity()]
+
+    def _stages(self, images: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]] | None]:
+        """Run the backbone: (per-stage shared features, NCHW and merged as the decoders take
+        them; None), or under MTLoRA ([], per task the stream outputs of each stage's last
+        block, NHWC, before patch merging: ``encode`` merges them, ``forward`` merges and
+        reduces them in one map, ``merged_reduction``)."""
+        layers = self.backbone.layers
+        merges = self._merges()
         x = layers[0].downsample(self.backbone.patch_embed(images))
         shared: list[torch.Tensor] = []  # NHWC; made NCHW only when the decoders read them
-        task_feats: dict[str, list[torch.Tensor]] | None = None
-        for i, stage in enumerate(layers):
-            merge = layers[i + 1].downsample if i + 1 < len(layers) else nn.Identity()
+        task_streams: dict[str, list[torch.Tensor]] | None = None
+        for stage, merge in zip(layers, merges):
             last = stage.blocks[-1]
             if _is_stream_block(last):
                 for blk in stage.blocks[:-1]:
                     x = self._run(blk, x)
                 x, streams = self._run(stream_block_forward, last, x)
-                if task_feats is None:
-                    task_feats = {t: [] for t in self.tasks}
+                if task_streams is None:
+                    task_streams = {t: [] for t in self.tasks}
                 for t, s in zip(self.tasks, streams):
-                    task_feats[t].append(_nchw(merge(s)))
+                    task_streams[t].append(s)
             else:
                 for blk in stage.blocks:
                     x = self._run(blk, x)
             x = merge(x)  # the next stage's input: its patch merging runs here, once
             shared.append(x)
-        if task_feats is not None:
-            return [], task_feats
+        if task_streams is not None:
+            return [], task_streams
         return [_nchw(f) for f in shared], None
 
     def encode(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Each task's multi-scale features (NCHW, finest first) as its decoder sees them."""
         if self.method == "mtl_lora":
             return self._encode_each_task(images)
-        shared, task_feats = self._stages(images)
-        if task_feats is not None:
-            return task_feats
+        shared, task_streams = self._stages(images)
+        if task_streams is not None:
+            merges = self._merges()
+            return {t: [_nchw(m(s)) for m, s in zip(merges, streams)] for t, streams in task_streams.items()}
         return {t: shared for t in self.tasks}
+
+    def _reduced_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Each task's features through its decoder's per-scale reductions: what ``forward``
+        feeds ``DenseDecoder.predict``. MTLoRA's task streams are merged and reduced at once."""
+        if self.method != "mtl_lora":
+            shared, task_streams = self._stages(images)
+            if task_streams is not None:
+                merges = self._merges()
+                return {
+                    t: [merged_reduction(m, conv, s) for m, conv, s in zip(merges, self.decoders[t].reduce, streams)]
+                    for t, streams in task_streams.items()
+                }
+            feats = {t: shared for t in self.tasks}
+        else:
+            feats = self._encode_each_task(images)
+        return {t: self.decoders[t].reduce_features(feats[t]) for t in self.tasks}
 
     def _encode_each_task(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """MTL-LoRA adapts every layer per task, so each task needs the backbone to itself.
@@ -317,8 +378,8 @@ class MultiTaskSwin(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         size = tuple(images.shape[-2:])
         with self._recording():
-            feats = self.encode(images)
-        return {t: self.decoders[t](feats[t], size) for t in self.tasks}
+            reduced = self._reduced_features(images)
+        return {t: self.decoders[t].predict(reduced[t], size) for t in self.tasks}
 
     def parameter_groups(self, trainable_only: bool = True) -> dict[str, int]:
         """Parameter counts by role (see ``PARAMETER_GROUPS``), to check what a method trains."""
