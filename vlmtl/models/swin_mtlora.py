@@ -162,7 +162,11 @@ def _window_attention_core(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor 
 
 def _attention_streams(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """timm ``SwinTransformerBlock._attn`` with a stream-aware proj: returns the shared
-    attention output and one per task, each back in (B, H, W, C) layout."""
+    attention output and one per task, each in (B, H, W, C) layout.
+
+    The attention output goes back from windows to the image layout *before* proj, where timm
+    projects first: proj (and its dropouts) act on each token alone, so the order does not
+    change the result, and one tensor is un-windowed and un-shifted instead of one per stream."""
     from timm.models.swin_transformer import window_partition, window_reverse
 
     B, H, W, C = x.shape
@@ -170,19 +174,17 @@ def _attention_streams(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     has_shift = any(shift)
     shifted = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if has_shift else x
     pad_h, pad_w = (ws[0] - H % ws[0]) % ws[0], (ws[1] - W % ws[1]) % ws[1]
-    shifted = F.pad(shifted, (0, 0, 0, pad_w, 0, pad_h))
+    if pad_h or pad_w:  # F.pad copies even when it adds nothing
+        shifted = F.pad(shifted, (0, 0, 0, pad_w, 0, pad_h))
     _, Hp, Wp, _ = shifted.shape
     windows = window_partition(shifted, ws).view(-1, block.window_area, C)
     mask = block.get_attn_mask(shifted) if getattr(block, "dynamic_mask", False) else block.attn_mask
-    core = _window_attention_core(block.attn, windows, mask)
+    core = _window_attention_core(block.attn, windows, mask).view(-1, ws[0], ws[1], C)
+    core = window_reverse(core, ws, Hp, Wp)[:, :H, :W, :]
+    if has_shift:
+        core = torch.roll(core, shifts=shift, dims=(1, 2))
     shared, tasks = block.attn.proj.forward_streams(core)
-
-    def unwindow(out: torch.Tensor) -> torch.Tensor:
-        out = block.attn.proj_drop(out).view(-1, ws[0], ws[1], C)
-        out = window_reverse(out, ws, Hp, Wp)[:, :H, :W, :].contiguous()
-        return torch.roll(out, shifts=shift, dims=(1, 2)) if has_shift else out
-
-    return unwindow(shared), [unwindow(t) for t in tasks]
+    return block.attn.proj_drop(shared), [block.attn.proj_drop(t) for t in tasks]
 
 
 def stream_block_forward(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -222,8 +224,9 @@ def _merge_norm(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
     concatenated (B, H/2, W/2, 4C) and layer-normalised. (Tested equal to the module's own
     forward, so a timm that changed the layout would fail the test, not the numbers.)"""
     B, H, W, C = x.shape
-    x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-    _, H, W, _ = x.shape
+    if H % 2 or W % 2:  # F.pad copies even when it adds nothing
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        _, H, W, _ = x.shape
     return merge.norm(x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3))
 
 
