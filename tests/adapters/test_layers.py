@@ -230,3 +230,38 @@ def test_mtlora_streams_add_their_updates_in_one_fused_addmm():
     for y in (shared, *streams, layer(x)):
         nodes = _graph_nodes(y)
         assert "AddmmBackward0" in nodes and not {"AddBackward0", "CopySlices"} & nodes, nodes
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kind", ["lora", "mtlora"])
+def test_frozen_product_accumulated_into_the_low_rank_term_equals_base_plus_update(kind, bias):
+    """A plain frozen linear's product is added in place into the low-rank term (one output-sized
+    tensor, not two): same output and gradients as ``base(x)`` plus the update, also with adapter
+    dropout (one seed); a base with a forward hook is called as a module (the hook runs)."""
+    from vlmtl.adapters.layers import _add_lora
+
+    torch.manual_seed(0)
+    base = nn.Linear(16, 12, bias=bias).requires_grad_(False)
+    if kind == "lora":
+        layer = LoRALinear(base, r=4, alpha=8, dropout=0.2)
+    else:
+        layer = MTLoRALinear(base, num_tasks=2, r=4, r_task=2, scale=2.0, dropout=0.2)
+    nn.init.normal_(layer.B)
+    layer.train()
+    scale = layer.scaling if kind == "lora" else layer.scale
+    x = torch.randn(5, 3, 16)
+    runs = []
+    for fused in (True, False):
+        xi = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        torch.manual_seed(1)
+        y = layer(xi) if fused else _add_lora(base(xi), xi, layer.A, layer.B, scale, layer.dropout)
+        y.square().sum().backward()
+        runs.append((y.detach(), xi.grad, layer.A.grad, layer.B.grad))
+    for got, want in zip(*runs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    calls = []
+    base.register_forward_hook(lambda *args: calls.append(1))
+    torch.manual_seed(1)
+    torch.testing.assert_close(layer(x), runs[1][0], rtol=1e-5, atol=1e-5)
+    assert calls == [1]

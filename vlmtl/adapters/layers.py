@@ -59,6 +59,37 @@ def _add_lora(
     return _add_low_rank(out, h, (b * scale).t())
 
 
+def _is_plain_linear(base: nn.Module, x: torch.Tensor) -> bool:
+    """``base(x)`` is exactly ``F.linear(x, base.weight, base.bias)``: an ``nn.Linear`` or a
+    ``ParamLinear`` without hooks, in x's dtype, outside autocast and ``torch.compile``."""
+    from torch.nn.modules import module as module_state
+
+    return (type(base) in (nn.Linear, ParamLinear) and x.dim() >= 2 and x.dtype == base.weight.dtype
+            and not (base._forward_hooks or base._forward_pre_hooks or module_state._global_forward_hooks
+                     or module_state._global_forward_pre_hooks)
+            and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())
+
+
+def _lora_linear(
+    base: nn.Module, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float, dropout: nn.Module | None = None
+) -> torch.Tensor:
+    """``_add_lora(base(x), x, a, b, scale, dropout)``: a frozen linear plus its LoRA.
+
+    For a plain linear (``_is_plain_linear``) the low-rank term is made first, with the bias,
+    and the frozen product accumulated into it in place (``addmm_``; autograd needs neither
+    output's value): one output-sized tensor is written, where ``base(x)`` then the fused add
+    write two (a copy of the whole output per layer and step). Same values up to the order of
+    the float additions, same gradients."""
+    if not _is_plain_linear(base, x):
+        return _add_lora(base(x), x, a, b, scale, dropout)
+    h = F.linear(x.to(a.dtype), a) if dropout is None else dropout_down_projection(dropout, x, a)
+    h = h.to(x.dtype).reshape(-1, h.shape[-1])
+    up_t = (b * scale).t().to(x.dtype).contiguous()  # row-major: see _add_low_rank
+    out = torch.mm(h, up_t) if base.bias is None else torch.addmm(base.bias, h, up_t)
+    out.addmm_(x.reshape(-1, x.shape[-1]), base.weight.t())
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
 def _check_linear(base: nn.Module) -> tuple[int, int]:
     weight = getattr(base, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -151,10 +182,9 @@ class LoRALinear(AdapterLayer):
         return self.scaling * (self.B.float() @ self.A.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         if self.merged:
-            return out
-        return _add_lora(out, x, self.A, self.B, self.scaling, self.dropout)
+            return self.base_layer(x)
+        return _lora_linear(self.base_layer, x, self.A, self.B, self.scaling, self.dropout)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}"
@@ -309,10 +339,9 @@ class MTLoRALinear(AdapterLayer):
         return self.scale * (self.B.float() @ self.A.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         if self.merged:
-            return out
-        return _add_lora(out, x, self.A, self.B, self.scale, self.dropout)
+            return self.base_layer(x)
+        return _lora_linear(self.base_layer, x, self.A, self.B, self.scale, self.dropout)
 
     def check_streams(self, x: torch.Tensor, task_inputs: list[torch.Tensor] | None) -> None:
         """Refuse stream inputs this layer can't take: no task LoRAs, a wrong count, a wrong shape."""
