@@ -11,7 +11,12 @@ Variants (the model and the step are ``bench_swin.py``'s ``plain`` and ``vlmtl_m
                      (``vlmtl.adapters.stream_mlp`` off);
   no_fused_dropout   the adapters' down-projection as ``F.linear(dropout(x), A)`` (``dropout_down_projection`` off);
   no_channels_last   the decoders' 1×1 convolutions as batched matmuls over NCHW-contiguous maps;
-  none               all three off.
+  no_merged_reduction
+                     each task stream patch-merged, then reduced by its decoder's 1×1 conv
+                     (``swin_mtlora.merged_reduction`` off);
+  no_inplace_base    an adapted linear as ``base(x)`` plus the fused low-rank add (``layers._lora_linear`` off:
+                     two output-sized tensors per layer, not one);
+  none               all of them off.
 
 Separate processes per variant (``bench_swin.py``) measure memory and a fresh process's first
 steps; here both models live in one warmed-up process, so the step time is that of a long run and
@@ -34,15 +39,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_swin  # noqa: E402
 from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
-SWITCHES = ("fused_mlp", "fused_dropout", "channels_last")
-VARIANTS = {"plain": None, "fused": (), "no_fused_mlp": ("fused_mlp",), "no_fused_dropout": ("fused_dropout",),
-            "no_channels_last": ("channels_last",), "none": SWITCHES}
+SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "inplace_base")
+VARIANTS = {"plain": None, "fused": (), **{f"no_{name}": (name,) for name in SWITCHES}, "none": SWITCHES}
 
 
 def _dropped_then_projected(dropout, x, a):
     import torch.nn.functional as F
 
     return F.linear(dropout(x).to(a.dtype), a)
+
+
+def _merged_then_reduced(merge, conv, x):
+    from vlmtl.heads.dense import pointwise_conv
+
+    return pointwise_conv(conv, merge(x).permute(0, 3, 1, 2))
+
+
+def _base_then_low_rank(base, x, a, b, scale, dropout=None):
+    from vlmtl.adapters.layers import _add_lora
+
+    return _add_lora(base(x), x, a, b, scale, dropout)
 
 
 def _nchw_contiguous(x):
@@ -70,7 +86,9 @@ def switched_off(names: tuple[str, ...]):
 
     swaps = {"fused_mlp": [(swin, "mlp_task_streams", composed_mlp_task_streams)],
              "fused_dropout": [(layers, "dropout_down_projection", _dropped_then_projected)],
-             "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)]}
+             "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)],
+             "merged_reduction": [(swin, "merged_reduction", _merged_then_reduced)],
+             "inplace_base": [(layers, "_lora_linear", _base_then_low_rank)]}
     saved = []
     try:
         for name in names:

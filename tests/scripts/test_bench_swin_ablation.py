@@ -37,11 +37,17 @@ def test_switches_are_restored_and_names_are_checked():
     import vlmtl.models.swin_mtlora as swin
     from vlmtl.adapters.stream_mlp import composed_mlp_task_streams
 
-    before = (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv)
+    def current():
+        return (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv,
+                swin.merged_reduction, layers._lora_linear)
+
+    before = current()
     with ablation.switched_off(ablation.SWITCHES):
         assert swin.mlp_task_streams is composed_mlp_task_streams
         assert dense.pointwise_conv is ablation._pointwise_conv_nchw
-    assert (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv) == before
+        assert swin.merged_reduction is ablation._merged_then_reduced
+        assert layers._lora_linear is ablation._base_then_low_rank
+    assert current() == before
     args = ablation.parse_args(["--variants", "none,plain", "--tiny"])
     assert args.variants == ["plain", "fused", "none"] and args.img_size == 64
     with pytest.raises(SystemExit):
