@@ -14,8 +14,8 @@ Variants (the model and the step are ``bench_swin.py``'s ``plain`` and ``vlmtl_m
   no_merged_reduction
                      each task stream patch-merged, then reduced by its decoder's 1×1 conv
                      (``swin_mtlora.merged_reduction`` off);
-  no_inplace_base    an adapted linear as ``base(x)`` plus the fused low-rank add (``layers._lora_linear`` off:
-                     two output-sized tensors per layer, not one);
+  no_fused_linear    an adapted linear as ``base(x)`` plus the fused low-rank add, autograd summing its two
+                     input gradients (``vlmtl.adapters.fused_linear`` off);
   none               all of them off.
 
 Separate processes per variant (``bench_swin.py``) measure memory and a fresh process's first
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_swin  # noqa: E402
 from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
-SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "inplace_base")
+SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "fused_linear")
 VARIANTS = {"plain": None, "fused": (), **{f"no_{name}": (name,) for name in SWITCHES}, "none": SWITCHES}
 
 
@@ -88,7 +88,7 @@ def switched_off(names: tuple[str, ...]):
              "fused_dropout": [(layers, "dropout_down_projection", _dropped_then_projected)],
              "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)],
              "merged_reduction": [(swin, "merged_reduction", _merged_then_reduced)],
-             "inplace_base": [(layers, "_lora_linear", _base_then_low_rank)]}
+             "fused_linear": [(layers, "_lora_linear", _base_then_low_rank)]}
     saved = []
     try:
         for name in names:

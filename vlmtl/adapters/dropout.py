@@ -105,6 +105,31 @@ class LoRADropout(nn.Dropout):
         return out
 
 
+def project_masked(x: torch.Tensor, keep: torch.Tensor, a: torch.Tensor, rows: int) -> torch.Tensor:
+    """``(x ⊙ keep) aᵀ`` for 2-D ``x`` (N, d) and a uint8 ``keep``, a chunk of ``rows`` rows at a
+    time through one reused buffer: the masked input never exists whole."""
+    n = x.shape[0]
+    h = x.new_empty(n, a.shape[0])
+    buf = x.new_empty(min(rows, n), x.shape[1])
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
+        torch.mm(masked, a.t(), out=h[start:stop])
+    return h
+
+
+def grad_of_masked_projection(grad: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, rows: int) -> torch.Tensor:
+    """``gradᵀ (x ⊙ keep)``: the gradient of ``project_masked``'s ``a``, chunked the same way."""
+    n = x.shape[0]
+    grad_a = x.new_zeros(grad.shape[1], x.shape[1])
+    buf = x.new_empty(min(rows, n), x.shape[1])
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
+        grad_a.addmm_(grad[start:stop].t(), masked)
+    return grad_a
+
+
 class _DroppedDownProjection(torch.autograd.Function):
     """``h = scale · (x ⊙ keep) Aᵀ`` for 2-D ``x`` (N, d) and a uint8 ``keep`` mask, chunked over
     rows: the dropped input exists only a chunk at a time, in forward and when backward needs it
@@ -112,34 +137,34 @@ class _DroppedDownProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, keep, a, scale: float, rows: int):
-        n = x.shape[0]
-        h = x.new_empty(n, a.shape[0])
-        buf = x.new_empty(min(rows, n), x.shape[1])
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
-            torch.mm(masked, a.t(), out=h[start:stop])
         ctx.save_for_backward(x, keep, a)
         ctx.scale, ctx.rows = scale, rows
-        return h.mul_(scale)
+        return project_masked(x, keep, a, rows).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad_h):
         x, keep, a = ctx.saved_tensors
-        need_x, need_a = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
         grad = grad_h * ctx.scale  # (N, r): the dropout scale on the narrow side
-        n, rows = x.shape[0], ctx.rows
-        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
-        grad_a = torch.zeros_like(a) if need_a else None
-        buf = x.new_empty(min(rows, n), x.shape[1]) if need_a else None
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            if need_a:
-                masked = torch.mul(x[start:stop], keep[start:stop], out=buf[: stop - start])
-                grad_a.addmm_(grad[start:stop].t(), masked)
-            if need_x:
+        grad_a = grad_of_masked_projection(grad, x, keep, ctx.rows) if ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+            for start in range(0, x.shape[0], ctx.rows):
+                stop = min(start + ctx.rows, x.shape[0])
                 torch.mm(grad[start:stop], a, out=grad_x[start:stop]).mul_(keep[start:stop])
         return grad_x, None, grad_a, None, None
+
+
+def chunk_rows(d: int) -> int:
+    """Rows per masked chunk for a feature width ``d``: a cache-sized chunk."""
+    return max(16, _CHUNK_ELEMENTS // max(d, 1))
+
+
+def projects_without_dropped_input(dropout: nn.Module, x: torch.Tensor, a: torch.Tensor) -> bool:
+    """Whether ``dropout_down_projection`` takes its chunked path (no dropped input made)."""
+    return (isinstance(dropout, LoRADropout) and dropout.training and 0.0 < dropout.p and not dropout.inplace
+            and x.device.type == "cpu" and x.dtype == a.dtype and x.dim() >= 1 and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu"))  # autocast: the composition, in the autocast dtype
 
 
 def dropout_down_projection(dropout: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -148,13 +173,9 @@ def dropout_down_projection(dropout: nn.Module, x: torch.Tensor, a: torch.Tensor
     With a ``LoRADropout`` training on CPU (same dtype, outside ``torch.compile`` and autocast) the dropped
     input is never materialised (see the module docstring); same mask distribution, values and
     gradients. Otherwise it is exactly ``F.linear(dropout(x), a)``."""
-    fused = (isinstance(dropout, LoRADropout) and dropout.training and 0.0 < dropout.p and not dropout.inplace
-             and x.device.type == "cpu" and x.dtype == a.dtype and x.dim() >= 1 and not torch.compiler.is_compiling()
-             and not torch.is_autocast_enabled("cpu"))  # autocast: the composition, in the autocast dtype
-    if not fused:
+    if not projects_without_dropped_input(dropout, x, a):
         return F.linear(dropout(x).to(a.dtype), a)
     keep = keep_mask(x.shape, dropout.p, x.device)
     d = x.shape[-1]
-    rows = max(16, _CHUNK_ELEMENTS // max(d, 1))
-    h = _DroppedDownProjection.apply(x.reshape(-1, d), keep.view(-1, d), a, 1.0 / (1.0 - dropout.p), rows)
+    h = _DroppedDownProjection.apply(x.reshape(-1, d), keep.view(-1, d), a, 1.0 / (1.0 - dropout.p), chunk_rows(d))
     return h.view(*x.shape[:-1], a.shape[0])

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import LoRADropout, dropout_down_projection
+from .fused_linear import fuses, lora_linear
 from .routing import TaskRoutedMixin
 
 
@@ -59,35 +60,26 @@ def _add_lora(
     return _add_low_rank(out, h, (b * scale).t())
 
 
-def _is_plain_linear(base: nn.Module, x: torch.Tensor) -> bool:
+def _is_plain_linear(base: nn.Module) -> bool:
     """``base(x)`` is exactly ``F.linear(x, base.weight, base.bias)``: an ``nn.Linear`` or a
-    ``ParamLinear`` without hooks, in x's dtype, outside autocast and ``torch.compile``."""
+    ``ParamLinear`` without forward hooks (which a direct call would skip)."""
     from torch.nn.modules import module as module_state
 
-    return (type(base) in (nn.Linear, ParamLinear) and x.dim() >= 2 and x.dtype == base.weight.dtype
-            and not (base._forward_hooks or base._forward_pre_hooks or module_state._global_forward_hooks
-                     or module_state._global_forward_pre_hooks)
-            and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())
+    return type(base) in (nn.Linear, ParamLinear) and not (
+        base._forward_hooks or base._forward_pre_hooks
+        or module_state._global_forward_hooks or module_state._global_forward_pre_hooks
+    )
 
 
 def _lora_linear(
     base: nn.Module, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float, dropout: nn.Module | None = None
 ) -> torch.Tensor:
-    """``_add_lora(base(x), x, a, b, scale, dropout)``: a frozen linear plus its LoRA.
-
-    For a plain linear (``_is_plain_linear``) the low-rank term is made first, with the bias,
-    and the frozen product accumulated into it in place (``addmm_``; autograd needs neither
-    output's value): one output-sized tensor is written, where ``base(x)`` then the fused add
-    write two (a copy of the whole output per layer and step). Same values up to the order of
-    the float additions, same gradients."""
-    if not _is_plain_linear(base, x):
-        return _add_lora(base(x), x, a, b, scale, dropout)
-    h = F.linear(x.to(a.dtype), a) if dropout is None else dropout_down_projection(dropout, x, a)
-    h = h.to(x.dtype).reshape(-1, h.shape[-1])
-    up_t = (b * scale).t().to(x.dtype).contiguous()  # row-major: see _add_low_rank
-    out = torch.mm(h, up_t) if base.bias is None else torch.addmm(base.bias, h, up_t)
-    out.addmm_(x.reshape(-1, x.shape[-1]), base.weight.t())
-    return out.view(*x.shape[:-1], out.shape[-1])
+    """``_add_lora(base(x), x, a, b, scale, dropout)``: a frozen linear plus its LoRA, as one
+    autograd function (``fused_linear.lora_linear``: one output-sized tensor in forward, the two
+    input gradients summed in place) where the base is a plain linear and ``fused_linear.fuses``."""
+    if _is_plain_linear(base) and fuses(base.weight, x, a, b, dropout):
+        return lora_linear(x, base.weight, base.bias, a, b, scale, dropout)
+    return _add_lora(base(x), x, a, b, scale, dropout)
 
 
 def _check_linear(base: nn.Module) -> tuple[int, int]:
