@@ -14,6 +14,8 @@ Variants (the model and the step are ``bench_swin.py``'s ``plain`` and ``vlmtl_m
   no_merged_reduction
                      each task stream patch-merged, then reduced by its decoder's 1×1 conv
                      (``swin_mtlora.merged_reduction`` off);
+  no_conv_norm_act   each decoder's expansion conv, then BatchNorm over its output
+                     (``dense.pointwise_conv_norm_act`` off);
   no_fused_linear    an adapted linear as ``base(x)`` plus the fused low-rank add, autograd summing its two
                      input gradients (``vlmtl.adapters.fused_linear`` off);
   none               all of them off.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_swin  # noqa: E402
 from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
-SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "fused_linear")
+SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "conv_norm_act", "fused_linear")
 VARIANTS = {"plain": None, "fused": (), **{f"no_{name}": (name,) for name in SWITCHES}, "none": SWITCHES}
 
 
@@ -59,6 +61,12 @@ def _base_then_low_rank(base, x, a, b, scale, dropout=None):
     from vlmtl.adapters.layers import _add_lora
 
     return _add_lora(base(x), x, a, b, scale, dropout)
+
+
+def _conv_then_norm(conv, norm, act, x):
+    from vlmtl.heads.dense import pointwise_conv
+
+    return act(norm(pointwise_conv(conv, x)))
 
 
 def _nchw_contiguous(x):
@@ -88,6 +96,7 @@ def switched_off(names: tuple[str, ...]):
              "fused_dropout": [(layers, "dropout_down_projection", _dropped_then_projected)],
              "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)],
              "merged_reduction": [(swin, "merged_reduction", _merged_then_reduced)],
+             "conv_norm_act": [(dense, "pointwise_conv_norm_act", _conv_then_norm)],
              "fused_linear": [(layers, "_lora_linear", _base_then_low_rank)]}
     saved = []
     try:

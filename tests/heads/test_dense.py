@@ -15,6 +15,7 @@ from vlmtl.heads.dense import (
     cross_entropy_loss,
     normals_l1_loss,
     pointwise_conv,
+    pointwise_conv_norm_act,
 )
 from vlmtl.registry import DENSE_TASKS
 
@@ -123,3 +124,62 @@ def test_pointwise_conv_is_the_1x1_convolution_with_its_gradients(bias):
     expected = torch.autograd.grad((conv(x) * weight).sum(), [x, *conv.parameters()])
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want)
+
+
+def _conv_norm_act_runs(conv, norm, act, x, weight):
+    """(output, gradients, running stats) from the fused map and from the composition, each
+    on its own copy of the modules."""
+    import copy
+
+    runs = []
+    for fused in (True, False):
+        c, n = copy.deepcopy(conv), copy.deepcopy(norm)
+        xi = x.clone().requires_grad_(True)
+        out = pointwise_conv_norm_act(c, n, act, xi) if fused else act(n(pointwise_conv(c, xi)))
+        params = [xi, *(p for p in [*c.parameters(), *n.parameters()] if p.requires_grad)]
+        grads = torch.autograd.grad((out * weight).sum(), params, allow_unused=True)
+        runs.append((out.detach(), grads, [b.clone() for b in n.buffers()]))
+    return runs
+
+
+@pytest.mark.parametrize("affine, bias", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("act", ["relu_inplace", "identity"])
+def test_conv_norm_act_from_input_statistics_equals_conv_then_batchnorm(affine, bias, act):
+    """Training BatchNorm after a 1×1 conv, computed from the input's channel covariance: the
+    output, every gradient (input, conv, norm) and the running statistics are the composition's."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 9, 1, bias=bias).double()
+    norm = torch.nn.BatchNorm2d(9, affine=affine).double().train()
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5), norm.bias.normal_()
+    x = (torch.randn(3, 4, 5, 6, dtype=torch.float64) * 2 + 1).permute(0, 3, 1, 2)  # channels-last, as the decoder
+    weight = torch.randn(3, 9, 4, 5, dtype=torch.float64)
+    module = torch.nn.ReLU(inplace=True) if act == "relu_inplace" else torch.nn.Identity()
+    (out, grads, stats), (ref, ref_grads, ref_stats) = _conv_norm_act_runs(conv, norm, module, x, weight)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        if got is None or want is None:  # a conv bias before training BatchNorm: no effect, gradient 0
+            assert (got if got is not None else want).abs().max() < 1e-9
+        else:
+            torch.testing.assert_close(got, want)
+    for got, want in zip(stats, ref_stats):
+        torch.testing.assert_close(got, want)
+    assert stats[-1].item() == 1  # num_batches_tracked
+
+
+def test_conv_norm_act_leaves_other_norms_to_the_composition():
+    """Evaluation (running statistics), a cumulative average (momentum None) and other norm
+    classes give the composition's results."""
+    from vlmtl.distributed import DistributedBatchNorm2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 9, 1).double()
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64)
+    weight = torch.randn(2, 9, 3, 3, dtype=torch.float64)
+    for norm in (torch.nn.BatchNorm2d(9).double().eval(), torch.nn.BatchNorm2d(9, momentum=None).double().train(),
+                 DistributedBatchNorm2d(9).double().train(), torch.nn.GroupNorm(3, 9).double()):
+        (out, grads, stats), (ref, ref_grads, ref_stats) = _conv_norm_act_runs(conv, norm, torch.nn.ReLU(), x, weight)
+        torch.testing.assert_close(out, ref)
+        for got, want in zip([*grads, *stats], [*ref_grads, *ref_stats]):
+            torch.testing.assert_close(got, want)

@@ -39,7 +39,7 @@ def test_switches_are_restored_and_names_are_checked():
 
     def current():
         return (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv,
-                swin.merged_reduction, layers._lora_linear)
+                swin.merged_reduction, layers._lora_linear, dense.pointwise_conv_norm_act)
 
     before = current()
     with ablation.switched_off(ablation.SWITCHES):
@@ -47,6 +47,7 @@ def test_switches_are_restored_and_names_are_checked():
         assert dense.pointwise_conv is ablation._pointwise_conv_nchw
         assert swin.merged_reduction is ablation._merged_then_reduced
         assert layers._lora_linear is ablation._base_then_low_rank
+        assert dense.pointwise_conv_norm_act is ablation._conv_then_norm
     assert current() == before
     args = ablation.parse_args(["--variants", "none,plain", "--tiny"])
     assert args.variants == ["plain", "fused", "none"] and args.img_size == 64

@@ -40,6 +40,54 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def _batch_statistics_norm(norm: nn.Module) -> bool:
+    """A plain ``nn.BatchNorm2d`` that normalises with this batch's statistics and, if it
+    tracks running ones, updates them with a fixed momentum."""
+    return (type(norm) is nn.BatchNorm2d and (norm.training or not norm.track_running_stats)
+            and not (norm.track_running_stats and norm.momentum is None))
+
+
+def pointwise_conv_norm_act(conv: nn.Conv2d, norm: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(norm(pointwise_conv(conv, x)))``: a 1×1 convolution, BatchNorm, an elementwise activation.
+
+    With batch statistics (training) the normalised output is ``s ⊙ (W x + b − μ) + β`` with
+    ``s = γ / √(var + eps)``, and the statistics of ``W x + b`` follow from those of the narrow
+    input: ``μ = W mean(x) + b``, ``var = diag(W Σ Wᵀ)`` with Σ the channel covariance of x. So one
+    matmul with the scaled weight ``s ⊙ W`` gives the normalised output, and backward goes through
+    the narrow side (Σ is C_in × C_in); no pass over the wide pre-norm tensor in either direction,
+    which is not kept either. Running statistics are updated as ``nn.BatchNorm2d`` does (momentum,
+    unbiased variance). Same values and gradients up to float rounding (tested); other norms,
+    evaluation and a cumulative average (``momentum=None``) take the composition."""
+    if not _batch_statistics_norm(norm):
+        return act(norm(pointwise_conv(conv, x)))
+    b, c, h, w = x.shape
+    flat = x.permute(0, 2, 3, 1).reshape(-1, c)  # channels-last strides: a view
+    n = flat.shape[0]
+    if n < 2:
+        raise ValueError(f"BatchNorm needs more than one value per channel in training, got input {tuple(x.shape)}")
+    weight = conv.weight.flatten(1)
+    mean_x = flat.mean(0)
+    centered = flat - mean_x
+    cov = centered.t() @ centered / n
+    var = ((weight @ cov) * weight).sum(1)
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    mean = weight @ mean_x if conv.bias is None else torch.addmv(conv.bias, weight, mean_x)
+    shift = -scale * mean if conv.bias is None else scale * (conv.bias - mean)
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    if norm.track_running_stats:
+        with torch.no_grad():
+            norm.running_mean.lerp_(mean.detach(), norm.momentum)
+            norm.running_var.lerp_(var.detach() * (n / (n - 1)), norm.momentum)
+            norm.num_batches_tracked.add_(1)
+    # The activation runs on the product itself, before the NCHW view: an in-place activation
+    # (ReLU(inplace=True)) on a view would make autograd copy its whole gradient (CopySlices).
+    out = act(F.linear(flat, weight * scale[:, None], shift))
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
 class DenseDecoder(nn.Module):
     """One task's multi-scale decoder: reduce each scale, fuse at the finest, predict.
 
@@ -96,7 +144,7 @@ class DenseDecoder(nn.Module):
         expand, norm, act, predict = self.head
         # The prediction has a few channels: back to NCHW-contiguous here (cheap at the decoder's
         # resolution), so the upsampled output and the losses over it run on the dense layout.
-        out = pointwise_conv(predict, act(norm(pointwise_conv(expand, fused)))).contiguous()
+        out = pointwise_conv(predict, pointwise_conv_norm_act(expand, norm, act, fused)).contiguous()
         if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
             out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=False)
         return out
