@@ -16,6 +16,7 @@ Variants (the model and the step are ``bench_swin.py``'s ``plain`` and ``vlmtl_m
                      (``swin_mtlora.merged_reduction`` off);
   no_conv_norm_act   each decoder's expansion conv, then BatchNorm over its output
                      (``dense.pointwise_conv_norm_act`` off);
+  no_matmul_resize   the decoders' bilinear resizing by ``F.interpolate`` (``heads.resize.bilinear_resize`` off);
   no_fused_linear    an adapted linear as ``base(x)`` plus the fused low-rank add, autograd summing its two
                      input gradients (``vlmtl.adapters.fused_linear`` off);
   none               all of them off.
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_swin  # noqa: E402
 from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
-SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "conv_norm_act", "fused_linear")
+SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "conv_norm_act", "matmul_resize", "fused_linear")
 VARIANTS = {"plain": None, "fused": (), **{f"no_{name}": (name,) for name in SWITCHES}, "none": SWITCHES}
 
 
@@ -67,6 +68,12 @@ def _conv_then_norm(conv, norm, act, x):
     from vlmtl.heads.dense import pointwise_conv
 
     return act(norm(pointwise_conv(conv, x)))
+
+
+def _interpolate(x, size):
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _nchw_contiguous(x):
@@ -97,6 +104,7 @@ def switched_off(names: tuple[str, ...]):
              "channels_last": [(swin, "_nchw", _nchw_contiguous), (dense, "pointwise_conv", _pointwise_conv_nchw)],
              "merged_reduction": [(swin, "merged_reduction", _merged_then_reduced)],
              "conv_norm_act": [(dense, "pointwise_conv_norm_act", _conv_then_norm)],
+             "matmul_resize": [(dense, "bilinear_resize", _interpolate)],
              "fused_linear": [(layers, "_lora_linear", _base_then_low_rank)]}
     saved = []
     try:
@@ -134,7 +142,7 @@ def run(args) -> dict:
             start = time.process_time()
             loss = sum(o.float().square().mean() for o in forward(images))
             loss.backward()
-            return time.process_time() - start, float(loss)
+            return time.process_time() - start, loss.item()
 
     losses = {v: step(v, seed=args.seed)[1] for v in args.variants if v != "plain"}
     for v, loss in losses.items():  # warm-up and check: the switches change the cost, not the result

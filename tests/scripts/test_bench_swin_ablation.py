@@ -39,7 +39,7 @@ def test_switches_are_restored_and_names_are_checked():
 
     def current():
         return (swin.mlp_task_streams, layers.dropout_down_projection, swin._nchw, dense.pointwise_conv,
-                swin.merged_reduction, layers._lora_linear, dense.pointwise_conv_norm_act)
+                swin.merged_reduction, layers._lora_linear, dense.pointwise_conv_norm_act, dense.bilinear_resize)
 
     before = current()
     with ablation.switched_off(ablation.SWITCHES):
@@ -48,6 +48,7 @@ def test_switches_are_restored_and_names_are_checked():
         assert swin.merged_reduction is ablation._merged_then_reduced
         assert layers._lora_linear is ablation._base_then_low_rank
         assert dense.pointwise_conv_norm_act is ablation._conv_then_norm
+        assert dense.bilinear_resize is ablation._interpolate
     assert current() == before
     args = ablation.parse_args(["--variants", "none,plain", "--tiny"])
     assert args.variants == ["plain", "fused", "none"] and args.img_size == 64

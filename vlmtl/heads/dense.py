@@ -23,6 +23,8 @@ from torch import nn
 from vlmtl import distributed
 from vlmtl.registry import IGNORE_INDEX
 
+from .resize import bilinear_resize
+
 LOSS_WEIGHTS: dict[str, float] = {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0}
 DECODER_CHANNELS: tuple[int, ...] = (18, 36, 72, 144)
 
@@ -138,7 +140,7 @@ class DenseDecoder(nn.Module):
                 raise ValueError(f"a reduced scale must be (B, {conv.out_channels}, H, W), got {tuple(r.shape)}")
         size = reduced[0].shape[-2:]
         fused = torch.cat(
-            [reduced[0]] + [F.interpolate(r, size=size, mode="bilinear", align_corners=False) for r in reduced[1:]],
+            [reduced[0]] + [bilinear_resize(r, size) for r in reduced[1:]],
             dim=1,
         )
         expand, norm, act, predict = self.head
@@ -146,7 +148,7 @@ class DenseDecoder(nn.Module):
         # resolution), so the upsampled output and the losses over it run on the dense layout.
         out = pointwise_conv(predict, pointwise_conv_norm_act(expand, norm, act, fused)).contiguous()
         if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
-            out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=False)
+            out = bilinear_resize(out, out_size)
         return out
 
 
