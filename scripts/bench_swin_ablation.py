@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_swin  # noqa: E402
 from benchlib import cpu_model, publish, ratio, spread, summary  # noqa: E402
 
-SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "conv_norm_act", "matmul_resize", "fused_linear")
+SWITCHES = ("fused_mlp", "fused_dropout", "channels_last", "merged_reduction", "conv_norm_act", "matmul_resize",
+            "fused_linear")
 VARIANTS = {"plain": None, "fused": (), **{f"no_{name}": (name,) for name in SWITCHES}, "none": SWITCHES}
 
 
