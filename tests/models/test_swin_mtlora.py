@@ -301,12 +301,20 @@ def test_fused_task_stream_mlp_gives_the_composed_layers_outputs_and_gradients(m
         runs.append(({t: p.detach() for t, p in preds.items()},
                      {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     assert calls == [True] * 4 + [False] * 4  # one stream block per stage, fused in the first run
-    (p_fused, g_fused), (p_plain, g_plain) = runs
+    _assert_same_run(*runs, "task_A", tolerances=((1e-4, 1e-5), (1e-3, 1e-5)))
+
+
+def _assert_same_run(run, reference, trained: str, tolerances) -> None:
+    """Two (predictions, gradients) runs agree: every task's prediction, the same parameters with
+    gradients (one of them named like ``trained``) and each gradient; ``tolerances`` are the
+    (rtol, atol) pairs for predictions and gradients."""
+    (preds, grads), (ref_preds, ref_grads) = run, reference
+    (p_rtol, p_atol), (g_rtol, g_atol) = tolerances
     for t in TASKS:
-        torch.testing.assert_close(p_fused[t], p_plain[t], rtol=1e-4, atol=1e-5)
-    assert g_fused.keys() == g_plain.keys() and any("task_A" in n for n in g_fused)
-    for name in g_fused:
-        torch.testing.assert_close(g_fused[name], g_plain[name], rtol=1e-3, atol=1e-5, msg=name)
+        torch.testing.assert_close(preds[t], ref_preds[t], rtol=p_rtol, atol=p_atol)
+    assert grads.keys() == ref_grads.keys() and any(trained in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=g_rtol, atol=g_atol, msg=name)
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])  # odd sides: merging pads
@@ -387,10 +395,6 @@ def test_forward_equals_the_decoders_on_the_encoded_features(method):
             feats = model.encode(images)
             preds = {t: model.decoders[t](feats[t], (SIZE, SIZE)) for t in TASKS}
         loss_fn(preds, targets)[0].backward()
-        runs.append((preds, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    (p_fwd, g_fwd), (p_enc, g_enc) = runs
-    for t in TASKS:
-        torch.testing.assert_close(p_fwd[t], p_enc[t], rtol=1e-9, atol=1e-12)
-    assert g_fwd.keys() == g_enc.keys() and any("downsample.reduction" in n for n in g_fwd)
-    for name in g_fwd:
-        torch.testing.assert_close(g_fwd[name], g_enc[name], rtol=1e-9, atol=1e-12, msg=name)
+        runs.append(({t: p.detach() for t, p in preds.items()},
+                     {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    _assert_same_run(*runs, "downsample.reduction", tolerances=((1e-9, 1e-12), (1e-9, 1e-12)))
