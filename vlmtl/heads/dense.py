@@ -147,9 +147,7 @@ class DenseDecoder(nn.Module):
         # The prediction has a few channels: back to NCHW-contiguous here (cheap at the decoder's
         # resolution), so the upsampled output and the losses over it run on the dense layout.
         out = pointwise_conv(predict, pointwise_conv_norm_act(expand, norm, act, fused)).contiguous()
-        if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
-            out = bilinear_resize(out, out_size)
-        return out
+        return out if out_size is None else bilinear_resize(out, out_size)
 
 
 def _zero_like(pred: torch.Tensor) -> torch.Tensor:

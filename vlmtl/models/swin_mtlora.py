@@ -325,31 +325,36 @@ class MultiTaskSwin(nn.Module):
             return [], task_streams
         return [_nchw(f) for f in shared], None
 
-    def encode(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """Each task's multi-scale features (NCHW, finest first) as its decoder sees them."""
+    def _features_or_streams(
+        self, images: torch.Tensor
+    ) -> tuple[dict[str, list[torch.Tensor]] | None, dict[str, list[torch.Tensor]] | None]:
+        """(each task's features, None), or under MTLoRA (None, each task's unmerged streams)."""
         if self.method == "mtl_lora":
-            return self._encode_each_task(images)
+            return self._encode_each_task(images), None
         shared, task_streams = self._stages(images)
         if task_streams is not None:
-            merges = self._merges()
-            return {t: [_nchw(m(s)) for m, s in zip(merges, streams)] for t, streams in task_streams.items()}
-        return {t: shared for t in self.tasks}
+            return None, task_streams
+        return {t: shared for t in self.tasks}, None
+
+    def encode(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Each task's multi-scale features (NCHW, finest first) as its decoder sees them."""
+        feats, task_streams = self._features_or_streams(images)
+        if task_streams is None:
+            return feats
+        merges = self._merges()
+        return {t: [_nchw(m(s)) for m, s in zip(merges, streams)] for t, streams in task_streams.items()}
 
     def _reduced_features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Each task's features through its decoder's per-scale reductions: what ``forward``
         feeds ``DenseDecoder.predict``. MTLoRA's task streams are merged and reduced at once."""
-        if self.method != "mtl_lora":
-            shared, task_streams = self._stages(images)
-            if task_streams is not None:
-                merges = self._merges()
-                return {
-                    t: [merged_reduction(m, conv, s) for m, conv, s in zip(merges, self.decoders[t].reduce, streams)]
-                    for t, streams in task_streams.items()
-                }
-            feats = {t: shared for t in self.tasks}
-        else:
-            feats = self._encode_each_task(images)
-        return {t: self.decoders[t].reduce_features(feats[t]) for t in self.tasks}
+        feats, task_streams = self._features_or_streams(images)
+        if task_streams is None:
+            return {t: self.decoders[t].reduce_features(feats[t]) for t in self.tasks}
+        merges = self._merges()
+        return {
+            t: [merged_reduction(m, conv, s) for m, conv, s in zip(merges, self.decoders[t].reduce, streams)]
+            for t, streams in task_streams.items()
+        }
 
     def _encode_each_task(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """MTL-LoRA adapts every layer per task, so each task needs the backbone to itself.
